@@ -1,0 +1,61 @@
+"""The tpt pipeline on Apache Beam: locally on the DirectRunner's worker processes, or on Dataflow.
+
+    Read -> Deduplicate -> <stages: Truncate, ...> -> Write
+      \\________________________\\______________________-> WriteRejects
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts, WriteRejects
+from tpt.config import PipelineConfig
+from tpt.io.finalize import finalize
+from tpt.io.output import OutputLayout
+from tpt.io.read import list_files
+from tpt.stages import build_stages, output_fields
+from tpt.stages.base import Stage
+
+LOCAL_RUNNER = "DirectRunner"
+
+
+def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout, stages: list[Stage]) -> None:
+    files = [(source.name, path) for source in config.sources for path in list_files(source)]
+    read = (
+        pipeline
+        | "ListFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "Read" >> beam.ParDo(ReadFiles(config.sources, config.truncate.max_doc_bytes)).with_outputs(REJECTS, main="records")
+    )
+    unique = read.records | "Deduplicate" >> Deduplicate()
+    records, rejects = unique.records, [read[REJECTS], unique[REJECTS]]
+    for stage in stages:
+        staged = records | stage.name.title() >> ApplyStage(stage, stage.batch_size)
+        records = staged.records
+        rejects.append(staged[REJECTS])
+    records | "Write" >> WriteParts(str(layout.root), output_fields(config, stages), config.output)
+    rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(str(layout.root), config.output.parts)
+
+
+def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
+    """Beam options; the local runner is named with its mode so no default switches to Prism."""
+    args = [f"--runner={runner}"]
+    if runner == LOCAL_RUNNER:
+        args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    return PipelineOptions(args + list(beam_args))
+
+
+def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, beam_args: list[str] = ()) -> dict[str, Any]:
+    """Run the whole pipeline and finish its output; returns the run summary."""
+    layout = OutputLayout(config.output.dir)
+    layout.clear_previous_outputs()
+    stages = build_stages(config)
+    started = time.monotonic()
+    with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+        build(pipeline, config, layout, stages)
+    engine = {"name": "beam", "runner": runner, "workers": workers}
+    return finalize(layout, config, stages, time.monotonic() - started, engine)

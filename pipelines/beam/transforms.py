@@ -1,0 +1,122 @@
+"""The tpt stages as Beam transforms: each adapts one piece of the core and adds nothing of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from tpt.config import OutputConfig, SourceConfig
+from tpt.io.output import OutputLayout, part_name, part_of, write_part, write_rejects
+from tpt.io.read import read_file
+from tpt.progress import Progress
+from tpt.schema import Record, Reject
+from tpt.stages.base import Stage
+from tpt.stages.deduplicate import keep_one
+
+REJECTS = "rejects"
+
+
+def _route(item: Record | Reject):
+    return pvalue.TaggedOutput(REJECTS, item) if isinstance(item, Reject) else item
+
+
+class ReadFiles(beam.DoFn):
+    """(source name, file path) -> the file's records; bad rows to the rejects output."""
+
+    def __init__(self, sources: list[SourceConfig], max_doc_bytes: int):
+        self.sources = {s.name: s for s in sources}
+        self.max_doc_bytes = max_doc_bytes
+
+    def setup(self) -> None:
+        self.progress = Progress("read")
+
+    def process(self, element: tuple[str, str]) -> Iterator:
+        name, path = element
+        for item in read_file(self.sources[name], path, self.max_doc_bytes):
+            self.progress.update(1)
+            yield _route(item)
+
+
+class _StageFn(beam.DoFn):
+    def __init__(self, stage: Stage):
+        self.stage = stage
+
+    def setup(self) -> None:
+        self.stage.setup()
+        self.progress = Progress(self.stage.name)
+
+    def process(self, batch: list[Record]) -> Iterator:
+        self.progress.update(len(batch))
+        for item in self.stage.process(batch):
+            yield _route(item)
+
+
+class ApplyStage(beam.PTransform):
+    """Run a core stage over batches of records; outputs `records` and `rejects`."""
+
+    def __init__(self, stage: Stage, batch_size: int):
+        super().__init__()
+        self.stage = stage
+        self.batch_size = batch_size
+
+    def expand(self, records):
+        return (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+            | "Process" >> beam.ParDo(_StageFn(self.stage)).with_outputs(REJECTS, main="records")
+        )
+
+
+class Deduplicate(beam.PTransform):
+    """One record per id across all sources; outputs `records` and `rejects`."""
+
+    def expand(self, records):
+        return (
+            records
+            | "KeyById" >> beam.Map(lambda r: (r.id, r))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepOne" >> beam.FlatMap(_keep_one).with_outputs(REJECTS, main="records")
+        )
+
+
+def _keep_one(element: tuple[str, list[Record]]) -> Iterator:
+    kept, rejects = keep_one(list(element[1]))
+    yield kept
+    for reject in rejects:
+        yield pvalue.TaggedOutput(REJECTS, reject)
+
+
+class WriteParts(beam.PTransform):
+    """Group records into each source's parts and write one MDS part per group."""
+
+    def __init__(self, root: str, fields: list[str], output: OutputConfig):
+        super().__init__()
+        self.root, self.fields, self.output = root, fields, output
+
+    def expand(self, records):
+        root, fields, output, parts = self.root, self.fields, self.output, self.output.parts
+        return (
+            records
+            | "KeyByPart" >> beam.Map(lambda r: ((r.source, part_name(part_of(r.id, parts))), r))
+            | "GroupByPart" >> beam.GroupByKey()
+            | "WriteMDS" >> beam.MapTuple(lambda key, group: write_part(OutputLayout(root), *key, group, fields, output))
+        )
+
+
+class WriteRejects(beam.PTransform):
+    """Write the rejects of every stage, grouped into parts per source."""
+
+    def __init__(self, root: str, parts: int):
+        super().__init__()
+        self.root, self.parts = root, parts
+
+    def expand(self, rejects):
+        root, parts = self.root, self.parts
+        return (
+            rejects
+            | "KeyByPart" >> beam.Map(lambda r: ((r.source, part_name(part_of(r.id or r.location or "", parts))), r))
+            | "GroupByPart" >> beam.GroupByKey()
+            | "WriteJSONL" >> beam.MapTuple(lambda key, group: write_rejects(OutputLayout(root), *key, group))
+        )

@@ -1,0 +1,163 @@
+"""The pipeline config: one YAML file, validated on load.
+
+Every section is a pydantic model that forbids unknown keys, so a typo fails
+before the run with the key's path and the keys that are allowed there.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, with every problem in one message."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Section):
+    """One input corpus; its weight becomes the Composer stream's proportion or repeat."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str  # a local path, a glob, or an fsspec URL (gs://, s3://, https://)
+    format: Literal["jsonl", "parquet"] | None = None  # None: from the file extension
+    text_field: str = "text"
+    id_field: str | None = "id"  # None, or absent in a row: a content hash of source + text
+    weight: float = Field(default=1.0, gt=0)
+
+
+class TruncateConfig(Section):
+    max_doc_tokens: int = Field(default=2048, gt=0)
+    # Larger documents are set aside before tokenizing: tokenizing them costs
+    # seconds and gigabytes only to keep their first 2k tokens.
+    max_doc_bytes: int = Field(default=8 * 2**20, gt=0)
+    batch_size: int = Field(default=256, gt=0)
+
+
+class OutputConfig(Section):
+    dir: str | None = None  # `tpt run --output` overrides it
+    parts: int = Field(default=8, gt=0)  # write tasks per source, each writing its own MDS part
+    size_limit: int | str = "64mb"  # per MDS shard, before compression
+    compression: Literal["zstd", "zstd:9", "zstd:16", "gz", "br", "snappy"] | None = "zstd"
+    columns: list[str] | None = None  # metadata columns in the shards; None: all the stages add
+    weighting: Literal["proportion", "repeat"] = "proportion"
+    remote: str | None = None  # where the output will be uploaded; fills `remote` in streams.yaml
+
+    @field_validator("size_limit")
+    @classmethod
+    def _size(cls, value: int | str) -> int | str:
+        parse_size(value)
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: list[str] | None) -> list[str] | None:
+        from tpt.schema import SCALAR_FIELDS
+
+        unknown = sorted(set(value or ()) - set(SCALAR_FIELDS) - {"thinking"})
+        if unknown:
+            raise ValueError(f"unknown columns {unknown}; allowed: {', '.join((*SCALAR_FIELDS, 'thinking'))}")
+        return value
+
+
+class PipelineConfig(Section):
+    sources: list[SourceConfig] = Field(min_length=1)
+    tokenizer: str = "embedded"  # a local HF tokenizer directory or tokenizer.json, or "embedded"
+    truncate: TruncateConfig = TruncateConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> PipelineConfig:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def with_output_dir(self, out_dir: str | None) -> PipelineConfig:
+        if out_dir is None:
+            return self
+        return self.model_copy(update={"output": self.output.model_copy(update={"dir": out_dir})})
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes in `value`: an int, or a string such as "64mb" or "1GiB"."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {value!r} (expected e.g. 67108864, '64mb', '1GiB')")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline config; relative source paths resolve against the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for source in raw.get("sources") or ():
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _resolve(source["path"], path.parent)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "\n".join(f"  {describe_error(PipelineConfig, e)}" for e in error.errors())
+        raise ConfigError(f"{path}: invalid config\n{problems}") from None
+
+
+def _resolve(location: str, base: Path) -> str:
+    if "://" in location or Path(location).is_absolute():
+        return location
+    return str((base / location).resolve())
+
+
+def describe_error(model: type[BaseModel], error: dict[str, Any]) -> str:
+    """One line for a pydantic error: the dotted key, what is wrong, what is allowed."""
+    loc = error["loc"]
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        return f"{key}: unknown key; allowed keys here: {', '.join(allowed)}"
+    return f"{key}: {error['msg']}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section found by following `loc` from `model`."""
+    annotation: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            annotation = typing.get_args(annotation)[0]
+        else:
+            annotation = _model_of(annotation).model_fields[part].annotation
+    return list(_model_of(annotation).model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel]:
+    """The BaseModel inside an annotation such as `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        try:
+            return _model_of(arg)
+        except TypeError:
+            continue
+    raise TypeError(f"no section model in {annotation!r}")

@@ -1,0 +1,1 @@
+"""Thinking generation: prompts, backends, post-processing and the resumable result store."""

@@ -1,0 +1,115 @@
+"""Finish a run's output once every part is written: merged MDS indexes, the
+manifest, streams.yaml and summary.json.
+
+The summary is computed from what was written (manifest rows and reject
+files), not from engine counters, so it is exact on every engine and proves the
+run's invariant: every row read is either a sample or a reject.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+from streaming.base.util import merge_index
+
+from tpt.config import PipelineConfig
+from tpt.io.output import OutputLayout, merge_manifest, read_rejects
+from tpt.schema import SCHEMA_VERSION
+from tpt.stages.base import Stage
+
+log = logging.getLogger(__name__)
+
+TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens")
+
+
+def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
+    """Merge the parts of a finished run and write its streams.yaml and summary.json."""
+    for source_dir in sorted(p for p in layout.mds.glob("*") if p.is_dir()):
+        merge_index(str(source_dir), keep_local=True)
+    manifest = merge_manifest(layout)
+    rejects = read_rejects(layout)
+    written = Counter(manifest.column("source").to_pylist())
+    write_streams(layout, config, written)
+    summary = build_summary(config, manifest, rejects, wall_seconds, engine)
+    for stage in stages:
+        report = getattr(stage, "report", None)
+        if report is not None:
+            summary["stages"].setdefault(stage.name, {}).update(report(layout))
+    summary["output"] = str(layout.root)
+    layout.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter) -> None:
+    """OUT/streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples."""
+    sources = [s for s in config.sources if written[s.name]]
+    total_weight = sum(s.weight for s in sources)
+    streams = {}
+    for source in sources:
+        stream: dict[str, Any] = {"local": str(layout.mds / source.name)}
+        if config.output.remote:
+            stream["remote"] = f"{config.output.remote.rstrip('/')}/mds/{source.name}"
+        if config.output.weighting == "proportion":
+            stream["proportion"] = round(source.weight / total_weight, 6)
+        else:
+            stream["repeat"] = source.weight
+        streams[source.name] = stream
+    for source in config.sources:
+        if not written[source.name]:
+            log.warning("source %r wrote no samples; it has no stream", source.name)
+    header = "# Paste under train_loader.dataset in a Composer YAML (see composer_yamls/).\n"
+    layout.streams.write_text(header + yaml.safe_dump({"streams": streams}, sort_keys=False))
+
+
+def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
+    per_source = {}
+    for source in config.sources:
+        rows = manifest.filter(pc.equal(manifest.column("source"), source.name))
+        source_rejects = [r for r in rejects if r["source"] == source.name]
+        per_source[source.name] = {
+            "weight": source.weight,
+            "read": rows.num_rows + len(source_rejects),
+            "written": rows.num_rows,
+            "rejected": len(source_rejects),
+            "truncated": _count_true(rows, "truncated"),
+            **_token_sums(rows),
+            "rejects": _nested_counts(source_rejects),
+        }
+    read = sum(s["read"] for s in per_source.values())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "engine": engine,
+        "wall_seconds": round(wall_seconds, 3),
+        "docs_per_second": round(read / wall_seconds, 2) if wall_seconds > 0 else None,
+        "totals": {
+            "read": read,
+            "written": manifest.num_rows,
+            "rejected": len(rejects),
+            "truncated": _count_true(manifest, "truncated"),
+            **_token_sums(manifest),
+        },
+        "stages": {stage: {"rejected": dict(reasons)} for stage, reasons in _nested_counts(rejects).items()},
+        "sources": per_source,
+    }
+
+
+def _count_true(table: pa.Table, column: str) -> int:
+    return int(pc.sum(pc.cast(table.column(column), pa.int64())).as_py() or 0)
+
+
+def _token_sums(table: pa.Table) -> dict[str, int]:
+    return {name: int(pc.sum(table.column(name)).as_py() or 0) for name in TOKEN_COLUMNS}
+
+
+def _nested_counts(rejects: list[dict]) -> dict[str, dict[str, int]]:
+    """Rejects counted by stage, then reason."""
+    counts: dict[str, Counter] = {}
+    for row in rejects:
+        counts.setdefault(row["stage"], Counter())[row["reason"]] += 1
+    return {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(counts.items())}

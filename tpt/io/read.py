@@ -1,0 +1,113 @@
+"""Read a source's files into records; set aside every row that cannot become one.
+
+JSONL (plain, .gz, .zst) and Parquet, on local paths or any fsspec URL. Each
+bad row becomes a `Reject` with its file:line, never an exception that stops
+the run and never a silent skip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow.parquet as pq
+
+from tpt.config import SourceConfig
+from tpt.schema import Record, Reject, content_id
+
+STAGE = "read"
+EXCERPT = 200
+
+
+def list_files(source: SourceConfig) -> list[str]:
+    """The files a source's path or glob names, sorted; an error if there are none."""
+    files = fsspec.open_files(source.path, mode="rb")
+    paths = sorted(f.full_name if "://" in source.path else f.path for f in files)
+    if not paths:
+        raise FileNotFoundError(f"source {source.name!r}: no files match {source.path}")
+    return paths
+
+
+def file_format(source: SourceConfig, path: str) -> str:
+    if source.format:
+        return source.format
+    name = path.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if any(name.endswith(ext) for ext in (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")):
+        return "jsonl"
+    raise ValueError(f"source {source.name!r}: cannot tell the format of {path}; set `format: jsonl|parquet`")
+
+
+def read_file(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[Record | Reject]:
+    """Every row of one file as a `Record`, or a `Reject` saying why it is not one."""
+    rows = _parquet_rows(source, path) if file_format(source, path) == "parquet" else _jsonl_rows(source, path, max_doc_bytes)
+    for location, row in rows:
+        yield row if isinstance(row, Reject) else _to_record(source, location, row, max_doc_bytes)
+
+
+def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[tuple[str, dict | Reject]]:
+    with fsspec.open(path, mode="rb", compression="infer") as stream:
+        for number, line in enumerate(stream, start=1):
+            location = f"{path}:{number}"
+            if not line.strip():
+                continue
+            if len(line) > max_doc_bytes:
+                yield location, _reject(source, location, "too_large", f"line of {len(line):,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", line[:EXCERPT])
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield location, _reject(source, location, "invalid_utf8", str(error), line[:EXCERPT])
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as error:
+                yield location, _reject(source, location, "malformed_json", str(error), line[:EXCERPT])
+                continue
+            if not isinstance(row, dict):
+                yield location, _reject(source, location, "malformed_json", f"expected a JSON object, got {type(row).__name__}", line[:EXCERPT])
+                continue
+            yield location, row
+
+
+def _parquet_rows(source: SourceConfig, path: str) -> Iterator[tuple[str, dict]]:
+    with fsspec.open(path, mode="rb") as stream:
+        parquet = pq.ParquetFile(stream)
+        names = set(parquet.schema_arrow.names)
+        columns = [c for c in (source.text_field, source.id_field) if c and c in names]
+        number = 0
+        for batch in parquet.iter_batches(columns=columns or None, batch_size=1024):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path}:row {number}", row
+
+
+def _to_record(source: SourceConfig, location: str, row: dict[str, Any], max_doc_bytes: int) -> Record | Reject:
+    text = row.get(source.text_field)
+    excerpt = json.dumps(row, ensure_ascii=False, default=str)[:EXCERPT]
+    if text is None:
+        return _reject(source, location, "missing_text", f"no field {source.text_field!r}; fields: {sorted(row)}", excerpt)
+    if not isinstance(text, str):
+        return _reject(source, location, "missing_text", f"field {source.text_field!r} is {type(text).__name__}, expected a string", excerpt)
+    if not text.strip():
+        return _reject(source, location, "empty_text", f"field {source.text_field!r} is empty or whitespace", excerpt)
+    if "\x00" in text:
+        return _reject(source, location, "nul_bytes", f"field {source.text_field!r} contains NUL characters", excerpt)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:  # lone surrogates from JSON escapes such as "\ud800"
+        return _reject(source, location, "invalid_utf8", f"field {source.text_field!r}: {error}", excerpt)
+    if size > max_doc_bytes:
+        return _reject(source, location, "too_large", f"text of {size:,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", excerpt)
+    given = row.get(source.id_field) if source.id_field else None
+    doc_id = str(given) if given not in (None, "") else content_id(source.name, text)
+    return Record(id=doc_id, source=source.name, text=text)
+
+
+def _reject(source: SourceConfig, location: str, reason: str, detail: str, excerpt: bytes | str) -> Reject:
+    if isinstance(excerpt, bytes):
+        excerpt = excerpt.decode("utf-8", "replace")
+    return Reject(source.name, STAGE, reason, detail, location=location, excerpt=excerpt)

@@ -1,0 +1,48 @@
+"""Progress of long work: documents/s, tokens/s and, when the total is known, an ETA."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("tpt.progress")
+
+
+class Progress:
+    """Counts work and logs a line at most every `interval` seconds."""
+
+    def __init__(self, name: str, total: int | None = None, interval: float = 10.0):
+        self.name = name
+        self.total = total
+        self.interval = interval
+        self.docs = 0
+        self.tokens = 0
+        self.started = time.monotonic()
+        self._last_log = self.started
+
+    def update(self, docs: int, tokens: int = 0) -> None:
+        self.docs += docs
+        self.tokens += tokens
+        now = time.monotonic()
+        if now - self._last_log >= self.interval:
+            self._last_log = now
+            log.info(self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.docs / elapsed
+        parts = [f"{self.name}: {self.docs:,} docs", f"{rate:,.1f} docs/s"]
+        if self.tokens:
+            parts.append(f"{self.tokens / elapsed:,.0f} tokens/s")
+        if self.total:
+            remaining = max(self.total - self.docs, 0)
+            parts.append(f"{100 * self.docs / self.total:.1f}%")
+            if rate > 0:
+                parts.append(f"ETA {_duration(remaining / rate)}")
+        return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"

@@ -1,0 +1,24 @@
+"""The pipeline's stages, in order, built from the config.
+
+A new stage is one module and one line in `build_stages`.
+"""
+
+from __future__ import annotations
+
+from tpt.config import PipelineConfig
+from tpt.schema import BASE_FIELDS
+from tpt.stages.base import Stage
+from tpt.stages.truncate import Truncate
+
+
+def build_stages(config: PipelineConfig) -> list[Stage]:
+    """The stages between read and write that this config asks for."""
+    return [Truncate(config.tokenizer, config.truncate.max_doc_tokens, config.truncate.batch_size)]
+
+
+def output_fields(config: PipelineConfig, stages: list[Stage]) -> list[str]:
+    """The record fields the writer stores: the base fields and what the stages add, as configured."""
+    added = [name for stage in stages for name in stage.adds]
+    if config.output.columns is not None:
+        added = [name for name in added if name in config.output.columns]
+    return [*BASE_FIELDS, *added]
