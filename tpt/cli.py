@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 # name -> module with a docstring (its help), add_arguments(parser) and main(args) -> exit code
 COMMANDS = {
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # dependency deprecation notices, not the user's concern
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "streaming", "urllib3", "httpx", "filelock", "datatrove"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -125,6 +125,10 @@ class Reject:
     location: str | None = None  # file:line for inputs that never became records
     excerpt: str = ""  # the start of the offending input
 
+    def __post_init__(self) -> None:
+        # The excerpt is for display; the input's own invalid characters must not make the reject unwritable.
+        self.excerpt = self.excerpt.encode("utf-8", "replace").decode("utf-8")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

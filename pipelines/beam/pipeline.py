@@ -23,8 +23,7 @@ from tpt.stages.base import Stage
 LOCAL_RUNNER = "DirectRunner"
 
 
-def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout, stages: list[Stage]) -> None:
-    files = [(source.name, path) for source in config.sources for path in list_files(source)]
+def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout, stages: list[Stage], files: list[tuple[str, str]]) -> None:
     read = (
         pipeline
         | "ListFiles" >> beam.Create(files)
@@ -51,11 +50,12 @@ def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> Pipelin
 
 def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, beam_args: list[str] = ()) -> dict[str, Any]:
     """Run the whole pipeline and finish its output; returns the run summary."""
+    files = [(source.name, path) for source in config.sources for path in list_files(source)]
+    stages = build_stages(config)
     layout = OutputLayout(config.output.dir)
     layout.clear_previous_outputs()
-    stages = build_stages(config)
     started = time.monotonic()
     with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
-        build(pipeline, config, layout, stages)
+        build(pipeline, config, layout, stages, files)
     engine = {"name": "beam", "runner": runner, "workers": workers}
     return finalize(layout, config, stages, time.monotonic() - started, engine)

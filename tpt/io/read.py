@@ -7,12 +7,14 @@ the run and never a silent skip.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import fsspec
 import pyarrow.parquet as pq
+import zstandard
 
 from tpt.config import SourceConfig
 from tpt.schema import Record, Reject, content_id
@@ -23,8 +25,9 @@ EXCERPT = 200
 
 def list_files(source: SourceConfig) -> list[str]:
     """The files a source's path or glob names, sorted; an error if there are none."""
-    files = fsspec.open_files(source.path, mode="rb")
-    paths = sorted(f.full_name if "://" in source.path else f.path for f in files)
+    fs, _ = fsspec.core.url_to_fs(source.path)
+    paths = sorted(f.full_name if "://" in source.path else f.path for f in fsspec.open_files(source.path, mode="rb"))
+    paths = [p for p in paths if fs.isfile(p)]
     if not paths:
         raise FileNotFoundError(f"source {source.name!r}: no files match {source.path}")
     return paths
@@ -49,7 +52,9 @@ def read_file(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[R
 
 
 def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[tuple[str, dict | Reject]]:
-    with fsspec.open(path, mode="rb", compression="infer") as stream:
+    with fsspec.open(path, mode="rb", compression="infer") as raw:
+        # zstandard's reader cannot iterate lines; a buffer over it can
+        stream = io.BufferedReader(raw) if isinstance(raw, zstandard.ZstdDecompressionReader) else raw
         for number, line in enumerate(stream, start=1):
             location = f"{path}:{number}"
             if not line.strip():

@@ -1,0 +1,71 @@
+"""The config is validated on load; every error names the key and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tpt.config import ConfigError, load_config, parse_size
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_with_defaults(demo_config):
+    assert [s.name for s in demo_config.sources] == ["reference", "books", "web"]
+    assert demo_config.truncate.max_doc_tokens == 2048
+    assert demo_config.output.compression == "zstd"
+    assert parse_size(demo_config.output.size_limit) == 64_000_000
+
+
+def test_relative_source_paths_resolve_against_the_config_file(tmp_path):
+    config = load_config(write(tmp_path, "sources: [{name: a, path: data/a.jsonl}]"))
+    assert config.sources[0].path == str(tmp_path / "data" / "a.jsonl")
+
+
+def test_unknown_key_names_the_key_and_the_allowed_keys(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl, wieght: 2}]"))
+    message = str(error.value)
+    assert "sources.0.wieght: unknown key" in message
+    assert "weight" in message and "text_field" in message
+
+
+def test_unknown_section_lists_the_sections(tmp_path):
+    with pytest.raises(ConfigError, match=r"truncation: unknown key; allowed keys here: sources, tokenizer, truncate, output"):
+        load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ntruncation: {max_doc_tokens: 10}"))
+
+
+def test_bad_literal_lists_the_allowed_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"sources.0.format: .*'jsonl' or 'parquet'"):
+        load_config(write(tmp_path, "sources: [{name: a, path: a.csv, format: csv}]"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sources: []", "sources: List should have at least 1 item"),
+        ("sources: [{name: a, path: x}, {name: a, path: y}]", "repeated: a"),
+        ("sources: [{name: a, path: x, weight: 0}]", "sources.0.weight: Input should be greater than 0"),
+        ("sources: [{name: a, path: x}]\noutput: {size_limit: lots}", "not a size: 'lots'"),
+        ("sources: [{name: a, path: x}]\noutput: {columns: [text_len]}", "unknown columns ['text_len']"),
+        ("- just a list", "expected a mapping of sections"),
+        ("sources: [unclosed", "not valid YAML"),
+    ],
+)
+def test_invalid_configs_are_refused_with_the_reason(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert expected in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("value", "size"), [(1024, 1024), ("64mb", 64_000_000), ("1GiB", 2**30), ("1.5kb", 1500)])
+def test_parse_size(value, size):
+    assert parse_size(value) == size

@@ -1,0 +1,143 @@
+"""The Beam pipeline end to end on the local runner with 2 worker processes, read back through StreamingDataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from streaming import StreamingDataset, Stream
+from streaming.base.util import clean_stale_shared_memory
+from tokenizers import Tokenizer
+
+from tests.conftest import DEMO_CONFIG, ROOT, write_jsonl
+from tpt.assets import tokenizer_file
+from tpt.config import load_config
+from tpt.io.output import OutputLayout
+
+
+def demo_ids() -> dict[str, set[str]]:
+    ids = {}
+    for name in ("reference", "books", "web"):
+        with open(ROOT / "data" / "demo" / f"{name}.jsonl", encoding="utf-8") as stream:
+            ids[name] = {json.loads(line)["id"] for line in stream}
+    return ids
+
+
+def read_streams(out) -> tuple[dict, list[dict]]:
+    """Every sample of a run, through StreamingDataset over the streams in its streams.yaml."""
+    streams = yaml.safe_load(OutputLayout(out).streams.read_text())["streams"]
+    clean_stale_shared_memory()
+    dataset = StreamingDataset(streams=[Stream(**s) for s in streams.values()], shuffle=False, batch_size=1)
+    return streams, [dataset[i] for i in range(dataset.num_samples)]
+
+
+def test_demo_run_writes_every_document_once_with_weights(demo_run):
+    config, summary = demo_run
+    expected = demo_ids()
+    streams, samples = read_streams(config.output.dir)
+
+    by_source: dict[str, list[str]] = {}
+    for sample in samples:
+        by_source.setdefault(sample["source"], []).append(sample["id"])
+    assert {s: sorted(ids) for s, ids in by_source.items()} == {s: sorted(ids) for s, ids in expected.items()}
+    assert summary["totals"]["rejected"] == 0
+    assert {s: v["written"] for s, v in summary["sources"].items()} == {s: len(ids) for s, ids in expected.items()}
+
+    weights = {s.name: s.weight for s in config.sources}
+    assert {name: s["proportion"] for name, s in streams.items()} == pytest.approx({n: w / sum(weights.values()) for n, w in weights.items()})
+    assert all(s["local"].endswith(f"/mds/{name}") for name, s in streams.items())
+
+    encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
+    lengths = [len(e.ids) for e in encoder.encode_batch([s["text"] for s in samples], add_special_tokens=False)]
+    assert max(lengths) <= config.truncate.max_doc_tokens
+    assert [s["kept_tokens"] for s in samples] == lengths
+    assert sum(s["truncated"] for s in samples) == summary["totals"]["truncated"] > 0
+
+
+def test_demo_manifest_matches_the_shards(demo_run):
+    config, summary = demo_run
+    manifest = pq.read_table(OutputLayout(config.output.dir).manifest)
+    assert "text" not in manifest.column_names
+    assert manifest.schema.metadata[b"tpt_schema_version"] == b"1"
+    _, samples = read_streams(config.output.dir)
+    assert sorted(manifest.column("id").to_pylist()) == sorted(s["id"] for s in samples)
+    assert sum(manifest.column("kept_tokens").to_pylist()) == summary["totals"]["kept_tokens"]
+
+
+def test_streams_block_loads_in_streaming_with_proportions(demo_run):
+    """Sample counts per source over an epoch follow the proportions of streams.yaml."""
+    config, _ = demo_run
+    streams = yaml.safe_load(OutputLayout(config.output.dir).streams.read_text())["streams"]
+    clean_stale_shared_memory()
+    dataset = StreamingDataset(streams=[Stream(**s) for s in streams.values()], shuffle=True, shuffle_seed=1, batch_size=1, epoch_size=1000)
+    counts = Counter(sample["source"] for sample in dataset)
+    for name, stream in streams.items():
+        assert counts[name] == pytest.approx(1000 * stream["proportion"], abs=2)
+
+
+BAD_LINES = [
+    '{"id": "m", "text": "unterminated',
+    json.dumps({"id": "n", "body": "no text field"}),
+    json.dumps({"id": "e", "text": "   "}),
+    json.dumps({"id": "z", "text": "nul\u0000inside"}),
+    json.dumps({"id": "s", "text": "lone \ud800 surrogate"}),
+]
+
+
+def test_bad_input_is_set_aside_counted_and_nothing_valid_is_lost(tmp_path):
+    good_a = [{"id": f"a{i}", "text": f"Document {i} of source a. " * (i + 1)} for i in range(30)]
+    good_b = [{"id": f"b{i}", "text": f"Document {i} of source b. " * (i + 1)} for i in range(20)]
+    write_jsonl(tmp_path / "a.jsonl", good_a[:15] + BAD_LINES + good_a[15:] + [{"id": "a3", "text": "a duplicate id"}])
+    write_jsonl(tmp_path / "b.jsonl", good_b + [{"id": "a4", "text": "an id of source a again"}])
+    (tmp_path / "bytes.jsonl").write_bytes(b'{"id": "u", "text": "caf\xe9"}\n')
+    (tmp_path / "config.yaml").write_text(
+        "sources:\n  - {name: a, path: 'a.jsonl', weight: 3}\n  - {name: b, path: 'b*.jsonl', weight: 1}\n"
+        "truncate: {max_doc_tokens: 32}\noutput: {parts: 3, weighting: repeat}\n"
+    )
+    from pipelines.beam.pipeline import run
+
+    config = load_config(tmp_path / "config.yaml").with_output_dir(str(tmp_path / "out"))
+    for attempt in range(2):  # a rerun into the same folder gives the same output, nothing twice
+        summary = run(config, workers=2)
+        streams, samples = read_streams(tmp_path / "out")
+        ids = Counter(s["id"] for s in samples)
+        assert set(ids) == {r["id"] for r in good_a + good_b} and max(ids.values()) == 1
+        assert all(s["text"] == next(r["text"] for r in good_a + good_b if r["id"] == s["id"])[: len(s["text"])] for s in samples)
+        assert summary["stages"]["read"]["rejected"] == {"empty_text": 1, "invalid_utf8": 2, "malformed_json": 1, "missing_text": 1, "nul_bytes": 1}
+        assert summary["stages"]["deduplicate"]["rejected"] == {"duplicate_id": 2}
+        assert summary["totals"] == summary["totals"] | {"read": 58, "written": 50, "rejected": 8}
+        assert {name: s["repeat"] for name, s in streams.items()} == {"a": 3.0, "b": 1.0}
+    rejects = [json.loads(line) for p in sorted((tmp_path / "out" / "rejects").glob("*/*.jsonl")) for line in p.open()]
+    assert len(rejects) == 8 and all(r["reason"] and r["detail"] for r in rejects)
+    assert {r["id"] for r in rejects if r["reason"] == "duplicate_id"} == {"a3", "a4"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tpt.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_refuses_an_unknown_config_key_before_running(tmp_path):
+    (tmp_path / "c.yaml").write_text("sources: [{name: a, path: a.jsonl}]\noutput: {dir: x, shard_size: 1}\n")
+    result = run_cli("run", str(tmp_path / "c.yaml"))
+    assert result.returncode == 2
+    assert "output.shard_size: unknown key; allowed keys here: dir, parts, size_limit" in result.stderr
+
+
+def test_cli_refuses_a_missing_input_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("sources: [{name: a, path: nothing.jsonl}]\n")
+    result = run_cli("run", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "source 'a': no files match" in result.stderr
+    assert not (tmp_path / "out" / "mds").exists()
+
+
+def test_core_imports_no_engine():
+    code = "import sys, pkgutil, importlib, tpt\n" \
+           "[importlib.import_module(m.name) for m in pkgutil.walk_packages(tpt.__path__, 'tpt.')]\n" \
+           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'datatrove')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"

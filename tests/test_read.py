@@ -1,0 +1,110 @@
+"""The reader: JSONL (plain, gzip, zstd) and Parquet; every bad row is a reject with its reason."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from tests.conftest import write_jsonl
+from tpt.config import SourceConfig
+from tpt.io.read import list_files, read_file
+from tpt.schema import Record, Reject, content_id
+
+ROWS = [{"id": "a", "text": "alpha"}, {"id": 7, "text": "beta"}, {"text": "gamma"}]
+
+
+def read_all(source: SourceConfig, max_doc_bytes: int = 2**20) -> list[Record | Reject]:
+    return [item for path in list_files(source) for item in read_file(source, path, max_doc_bytes)]
+
+
+def test_jsonl_ids_are_given_or_a_content_hash(tmp_path):
+    source = SourceConfig(name="s", path=str(write_jsonl(tmp_path / "s.jsonl", ROWS)))
+    records = read_all(source)
+    assert [r.id for r in records] == ["a", "7", content_id("s", "gamma")]
+    assert [r.text for r in records] == ["alpha", "beta", "gamma"]
+    assert all(r.source == "s" for r in records)
+
+
+def test_content_id_is_stable_and_depends_on_source_and_text():
+    assert content_id("s", "gamma") == content_id("s", "gamma")
+    assert len({content_id("s", "gamma"), content_id("t", "gamma"), content_id("s", "gammas")}) == 3
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_compressed_jsonl(tmp_path, suffix):
+    data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    compressed = gzip.compress(data) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(data)
+    (tmp_path / f"s{suffix}").write_bytes(compressed)
+    records = read_all(SourceConfig(name="s", path=str(tmp_path / f"s{suffix}")))
+    assert [r.text for r in records] == ["alpha", "beta", "gamma"]
+
+
+def test_parquet_with_custom_fields_and_glob(tmp_path):
+    for n in range(2):
+        table = pa.table({"doc": [f"text {n}-{i}" for i in range(3)], "key": [f"{n}-{i}" for i in range(3)], "other": [1, 2, 3]})
+        pq.write_table(table, tmp_path / f"part{n}.parquet")
+    source = SourceConfig(name="p", path=str(tmp_path / "*.parquet"), text_field="doc", id_field="key")
+    records = read_all(source)
+    assert [r.id for r in records] == ["0-0", "0-1", "0-2", "1-0", "1-1", "1-2"]
+    assert records[4].text == "text 1-1"
+
+
+def test_fsspec_url(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", ROWS)
+    assert [r.id for r in read_all(SourceConfig(name="s", path=f"file://{path}"))][:2] == ["a", "7"]
+
+
+BAD_ROWS = {
+    "malformed_json": '{"id": "m", "text": "unterminated',
+    "missing_text": json.dumps({"id": "n", "body": "no text field"}),
+    "empty_text": json.dumps({"id": "e", "text": "  \n\t "}),
+    "nul_bytes": json.dumps({"id": "z", "text": "nul\u0000inside"}),
+    "invalid_utf8": json.dumps({"id": "s", "text": "lone \ud800 surrogate"}),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_ROWS))
+def test_bad_rows_become_rejects_and_the_rest_is_kept(tmp_path, reason):
+    path = write_jsonl(tmp_path / "s.jsonl", [ROWS[0], BAD_ROWS[reason], ROWS[1]])
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    assert [i.id for i in items if isinstance(i, Record)] == ["a", "7"]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.reason, reject.stage, reject.source, reject.location) == (reason, "read", "s", f"{path}:2")
+    assert reject.detail and reject.excerpt
+
+
+def test_invalid_utf8_bytes(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "caf\xe9"}\n')
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    assert [(type(i).__name__, getattr(i, "reason", None)) for i in items] == [("Record", None), ("Reject", "invalid_utf8")]
+
+
+def test_a_document_over_max_doc_bytes_is_set_aside_before_parsing(tmp_path):
+    huge = "word " * (10 * 2**20)  # 50 MB
+    path = write_jsonl(tmp_path / "s.jsonl", [ROWS[0], {"id": "huge", "text": huge}])
+    items = read_all(SourceConfig(name="s", path=str(path)), max_doc_bytes=8 * 2**20)
+    assert isinstance(items[0], Record)
+    assert items[1].reason == "too_large" and "52,428,8" in items[1].detail and len(items[1].excerpt) <= 200
+
+
+def test_non_string_text_and_non_object_rows(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [json.dumps({"text": 12}), "[1, 2]"])
+    assert [i.reason for i in read_all(SourceConfig(name="s", path=str(path)))] == ["missing_text", "malformed_json"]
+
+
+def test_missing_input_file_is_an_error_naming_the_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"source 'gone': no files match .*missing\*.jsonl"):
+        list_files(SourceConfig(name="gone", path=str(tmp_path / "missing*.jsonl")))
+
+
+def test_unknown_extension_needs_a_format(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="set `format: jsonl|parquet`"):
+        read_all(SourceConfig(name="s", path=str(path)))
