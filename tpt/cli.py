@@ -16,6 +16,10 @@ import warnings
 COMMANDS = {
     "run": "tpt.commands.run",
     "assets": "tpt.commands.assets",
+    "train": "tpt.commands.train",
+    "report": "analysis.commands.report",
+    "stats": "analysis.commands.stats",
+    "estimate": "analysis.commands.estimate",
 }
 
 
@@ -36,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # dependency deprecation notices, not the user's concern
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("apache_beam", "streaming", "urllib3", "httpx", "filelock", "datatrove"):
+    for noisy in ("apache_beam", "urllib3", "httpx", "filelock", "datatrove"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in ("apache_beam.runners.portability.local_job_service", "streaming"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:  # streaming's merge_index warns through the root logger
+        handler.addFilter(lambda record: record.levelno >= logging.ERROR or "/streaming/" not in record.pathname)
 
 
 def main(argv: list[str] | None = None) -> int:

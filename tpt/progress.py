@@ -11,7 +11,7 @@ log = logging.getLogger("tpt.progress")
 class Progress:
     """Counts work and logs a line at most every `interval` seconds."""
 
-    def __init__(self, name: str, total: int | None = None, interval: float = 10.0):
+    def __init__(self, name: str, total: int | None = None, interval: float = 5.0):
         self.name = name
         self.total = total
         self.interval = interval

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.beam.inference import Generate
 from pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts, WriteRejects
 from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
@@ -19,6 +21,7 @@ from tpt.io.output import OutputLayout
 from tpt.io.read import list_files
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
+from tpt.stages.think import Think
 
 LOCAL_RUNNER = "DirectRunner"
 
@@ -33,10 +36,12 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout,
     unique = read.records | "Deduplicate" >> Deduplicate()
     records, rejects = unique.records, [read[REJECTS], unique[REJECTS]]
     for stage in stages:
-        staged = records | stage.name.title() >> ApplyStage(stage, stage.batch_size)
+        transform = Generate(stage) if isinstance(stage, Think) else ApplyStage(stage, stage.batch_size)
+        staged = records | stage.name.title() >> transform
         records = staged.records
         rejects.append(staged[REJECTS])
-    records | "Write" >> WriteParts(str(layout.root), output_fields(config, stages), config.output)
+    separator = config.generate.separator if config.generate else None
+    records | "Write" >> WriteParts(str(layout.root), output_fields(config, stages), config.output, separator)
     rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(str(layout.root), config.output.parts)
 
 
@@ -45,12 +50,15 @@ def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> Pipelin
     args = [f"--runner={runner}"]
     if runner == LOCAL_RUNNER:
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    # Workers print tpt's progress lines; the harness's own INFO chatter stays quiet.
+    args.append('--sdk_harness_log_level_overrides={"apache_beam": "WARNING", "streaming": "WARNING"}')
     return PipelineOptions(args + list(beam_args))
 
 
 def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, beam_args: list[str] = ()) -> dict[str, Any]:
     """Run the whole pipeline and finish its output; returns the run summary."""
     files = [(source.name, path) for source in config.sources for path in list_files(source)]
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # local workers inherit it: no dependency notices
     stages = build_stages(config)
     layout = OutputLayout(config.output.dir)
     layout.clear_previous_outputs()

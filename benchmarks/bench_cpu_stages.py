@@ -1,0 +1,95 @@
+"""Documents/s per core of tpt's read -> truncate -> write against the bare primitives doing the same work.
+
+    python benchmarks/bench_cpu_stages.py [--documents 2000]
+
+Both sides run in this one process on one core (tokenizers' thread pool pinned
+to one thread): tpt's `read_file`, `Truncate` and `write_part`, and a tight
+loop of json.loads + batched `Tokenizer.encode_batch` + offset cut +
+`MDSWriter.write`. The ratio is tpt's overhead over the floor.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAYON_NUM_THREADS"] = "1"  # one core: before tokenizers starts its pool
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streaming import MDSWriter  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from benchmarks.corpus import write_corpus  # noqa: E402
+from tpt.assets import tokenizer_file  # noqa: E402
+from tpt.config import OutputConfig, SourceConfig  # noqa: E402
+from tpt.io.output import OutputLayout, write_part  # noqa: E402
+from tpt.io.read import read_file  # noqa: E402
+from tpt.stages.truncate import Truncate  # noqa: E402
+
+BATCH = 256
+MAX_TOKENS = 2048
+FIELDS = ["id", "source", "text", "doc_tokens", "kept_tokens", "truncated"]
+
+
+def run_tpt(corpus: Path, out: Path) -> int:
+    truncate = Truncate("embedded", MAX_TOKENS, BATCH)
+    truncate.setup()
+    source = SourceConfig(name="bench", path=str(corpus))
+    records, batch = [], []
+    for record in read_file(source, str(corpus), 2**23):
+        batch.append(record)
+        if len(batch) == BATCH:
+            records += truncate.process(batch)
+            batch = []
+    records += truncate.process(batch) if batch else []
+    return write_part(OutputLayout(out), "bench", "part-00000", records, FIELDS, OutputConfig())
+
+
+def run_bare(corpus: Path, out: Path) -> int:
+    encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
+    columns = {"id": "str", "source": "str", "text": "str", "doc_tokens": "int32", "kept_tokens": "int32", "truncated": "uint8"}
+    rows = [json.loads(line) for line in corpus.open(encoding="utf-8")]
+    written = 0
+    with MDSWriter(out=str(out), columns=columns, compression="zstd") as writer:
+        for start in range(0, len(rows), BATCH):
+            batch = rows[start:start + BATCH]
+            for row, encoding in zip(batch, encoder.encode_batch([r["text"] for r in batch], add_special_tokens=False)):
+                n = len(encoding.ids)
+                text = row["text"][: encoding.offsets[MAX_TOKENS][0]] if n > MAX_TOKENS else row["text"]
+                writer.write({"id": row["id"], "source": "bench", "text": text, "doc_tokens": n, "kept_tokens": min(n, MAX_TOKENS), "truncated": int(n > MAX_TOKENS)})
+                written += 1
+    return written
+
+
+def timed(fn, *args) -> tuple[int, float]:
+    started = time.perf_counter()
+    documents = fn(*args)
+    return documents, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = write_corpus(Path(tmp) / "corpus.jsonl", args.documents)
+        Tokenizer.from_file(str(tokenizer_file("embedded")))  # warm the file cache for both sides
+        bare_docs, bare_s = timed(run_bare, corpus, Path(tmp) / "bare")
+        tpt_docs, tpt_s = timed(run_tpt, corpus, Path(tmp) / "tpt")
+    assert bare_docs == tpt_docs == args.documents
+    bare_rate, tpt_rate = bare_docs / bare_s, tpt_docs / tpt_s
+    print(f"documents: {args.documents:,} of ~2k teacher tokens, one core")
+    print(f"bare primitives (json + encode_batch + MDSWriter): {bare_rate:8.1f} docs/s")
+    print(f"tpt read -> truncate -> write:                     {tpt_rate:8.1f} docs/s")
+    print(f"ratio tpt / bare: {tpt_rate / bare_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
