@@ -1,0 +1,1 @@
+"""The analysis commands: `tpt report`, `tpt stats`, `tpt estimate`."""

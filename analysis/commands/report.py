@@ -1,0 +1,33 @@
+"""Report on one or more run outputs: thinking length by domain, audience and reasoning intensity
+(the paper's Figure 4), token shares and implicit up-sampling, as summary.json, CSV tables,
+PNG plots and one self-contained report.html.
+
+  tpt report out/demo                      # writes out/demo/report/report.html
+  tpt report out/run-a out/run-b --output report/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="OUT", help="run output folders (each with manifest.parquet and summary.json)")
+    parser.add_argument("--output", help="report folder (default: OUT/report of the first run); replaced whole when done")
+    parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from analysis.report import REPORT_PAGE, write_report
+    from analysis.runs import load_runs
+
+    runs = load_runs(args.runs)
+    output = Path(args.output) if args.output else runs[0].root / "report"
+    result = write_report(runs, output, args.threads)
+    totals = result["totals"]
+    print(f"tpt report: {totals['samples']:,} samples from {len(runs)} run{'s' if len(runs) != 1 else ''} -> {output / REPORT_PAGE}")
+    ratio = result["reasoning_top_over_none"]
+    if ratio:
+        print(f"  thinking length, reasoning {ratio['top']} over {ratio['none']}: {ratio['ratio']:.2f}x (paper: ~1.5x)")
+    return 0

@@ -1,0 +1,51 @@
+"""`tpt report`'s output folder: summary.json, one CSV per table, the PNG figures and report.html.
+
+Written into a temporary sibling folder and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from analysis import html, plots
+from analysis.atomic import replacing_dir
+from analysis.classes import AXES
+from analysis.runs import Run, connect
+from analysis.stats import analyse
+
+REPORT_PAGE = "report.html"
+
+
+def build(runs: list[Run], threads: int | None = None) -> dict[str, Any]:
+    """The statistics of `runs`, with the runs they came from."""
+    con = connect(runs, threads)
+    counts = dict(con.sql("SELECT run, count(*) FROM samples GROUP BY run").fetchall())
+    result = {"runs": [{"name": r.name, "path": str(r.root), "samples": counts.get(r.name, 0),
+                        "rejected": r.summary.get("totals", {}).get("rejected")} for r in runs]}
+    result.update(analyse(con))
+    result["definitions"] = dict(html.DEFINITIONS)
+    return result
+
+
+def write_report(runs: list[Run], output: Path, threads: int | None = None) -> dict[str, Any]:
+    """Compute and write the whole report folder; returns the statistics."""
+    result = build(runs, threads)
+    figures = plots.render_all(result)
+    with replacing_dir(Path(output), marker=REPORT_PAGE) as staging:
+        (staging / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        for name, rows in {**{axis: result["axes"][axis] for axis in AXES}, "sources": result["sources"]}.items():
+            write_csv(rows, staging / f"{name}.csv")
+        for name, png in figures.items():
+            (staging / name).write_bytes(png)
+        (staging / REPORT_PAGE).write_text(html.render(result, figures), encoding="utf-8")
+    return result
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"class": pa.array([], pa.string())})
+    pacsv.write_csv(table, path)
