@@ -1,0 +1,100 @@
+"""Throughput of tpt's training data path (stream -> tokenize -> pack) in one CPU process, against
+reading the same shards with a bare StreamingDataset, and against what a GPU consumes.
+
+    .venv/bin/python benchmarks/bench_loader.py                       # runs the demo pipeline first
+    .venv/bin/python benchmarks/bench_loader.py --streams out/demo/streams.yaml --seconds 20
+
+Both loops run in this process with no loader workers, so the numbers are per
+CPU core; a training run has `train_loader.num_workers` of them per GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streaming import StreamingDataset
+
+from tpt.train.config import DatasetConfig, TokenizerConfig
+from tpt.train.data import PackedSequences, build_documents, build_streams
+from tpt.train.model import build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The GPU side: a 1B Llama-style model (24 layers, d_model 2048) at 40% MFU on one H100 SXM (989.5 dense bf16 TFLOP/s).
+H100_BF16_FLOPS = 989.5e12
+MFU = 0.40
+PARAMS, LAYERS, D_MODEL = 1.0e9, 24, 2048
+
+
+def flops_per_token(seq_len: int) -> float:
+    """Training FLOPs per token: 6·N (forward + backward matmuls) + 12·layers·d_model·seq_len (attention)."""
+    return 6 * PARAMS + 12 * LAYERS * D_MODEL * seq_len
+
+
+def demo_streams(folder: Path) -> Path:
+    from pipelines.beam.pipeline import run
+    from tpt.config import load_config
+
+    config = load_config(ROOT / "configs" / "demo.yaml").with_output_dir(str(folder))
+    run(config, workers=2)
+    return folder / "streams.yaml"
+
+
+def timed(items, seconds: float) -> tuple[list, float]:
+    """Items drawn for about `seconds` (whole epochs repeated as needed), and the time it took."""
+    drawn, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        before = len(drawn)
+        for item in items:
+            drawn.append(item)
+            if time.perf_counter() - start >= seconds:
+                break
+        if len(drawn) == before:
+            raise ValueError("the streams gave no items")
+    return drawn, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", help="a streams.yaml written by `tpt run` (default: run configs/demo.yaml into a temp folder)")
+    parser.add_argument("--max-seq-len", type=int, default=2048)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measured loop")
+    parser.add_argument("--tokenizer", default="embedded")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        streams = args.streams or demo_streams(Path(tmp) / "demo")
+        tokenizer = build_tokenizer(TokenizerConfig(name=args.tokenizer))
+
+        bare = StreamingDataset(streams=build_streams(str(streams), 60), batch_size=1, shuffle=True, shuffle_seed=17)
+        samples, bare_seconds = timed(bare, args.seconds)
+        bare_docs_s = len(samples) / bare_seconds
+        del bare, samples
+        gc.collect()  # streaming allows one live dataset per local folder
+
+        documents = build_documents(DatasetConfig(streams=str(streams)), tokenizer, device_batch_size=1, seed=17)
+        sequences, tpt_seconds = timed(PackedSequences(documents, args.max_seq_len, 1), args.seconds)
+
+    owners = np.concatenate([s["sample_index"].numpy() for s in sequences])
+    docs = 1 + int(np.count_nonzero(np.diff(owners)))  # documents the sequences hold (first and last in part)
+    tokens_per_doc = len(owners) / docs
+    tpt_seq_s, tpt_docs_s = len(sequences) / tpt_seconds, docs / tpt_seconds
+    needed_tokens_s = MFU * H100_BF16_FLOPS / flops_per_token(args.max_seq_len)
+    needed_seq_s = needed_tokens_s / args.max_seq_len
+    print(f"shards: {streams}; {tokens_per_doc:,.0f} tokens per sample (text + EOS); sequences of {args.max_seq_len} tokens; one CPU process")
+    print(f"bare StreamingDataset (read only):  {bare_docs_s:9,.0f} samples/s = {bare_docs_s * tokens_per_doc / args.max_seq_len:8,.1f} sequences/s")
+    print(f"tpt stream -> tokenize -> pack:     {tpt_docs_s:9,.0f} samples/s = {tpt_seq_s:8,.1f} sequences/s ({tpt_seq_s * args.max_seq_len:,.0f} tokens/s)")
+    print(f"ratio tpt / bare: {tpt_seq_s / (bare_docs_s * tokens_per_doc / args.max_seq_len):.3f} (what tokenizing and packing cost)")
+    print(f"1B model at {MFU:.0%} MFU on one H100 consumes {needed_seq_s:,.1f} sequences/s ({needed_tokens_s:,.0f} tokens/s), with "
+          f"FLOPs/token = 6*N + 12*layers*d_model*seq = 6*{PARAMS:.0e} + 12*{LAYERS}*{D_MODEL}*{args.max_seq_len} = {flops_per_token(args.max_seq_len):.3e}")
+    print(f"margin: one loader process makes {tpt_seq_s / needed_seq_s:.1f}x the sequences the GPU consumes")
+
+
+if __name__ == "__main__":
+    main()

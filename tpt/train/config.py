@@ -1,0 +1,151 @@
+"""The training YAML: llm-foundry's sections, validated on load, with `key.sub=value` overrides.
+
+Free-form blocks (the model's architecture, optimizer and scheduler arguments,
+fsdp_config, loggers, callbacks) stay mappings and are checked where they are
+used; every other key is typed, and a typo fails with the keys allowed there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from tpt.config import ConfigError, Section, describe_error
+
+
+class ModelConfig(Section):
+    """An HF causal LM: `config` builds it from scratch, `pretrained_model_name_or_path` loads a local checkpoint."""
+
+    name: Literal["hf_causal_lm"] = "hf_causal_lm"
+    config: dict[str, Any] | None = None  # the architecture inline, with `model_type` (e.g. llama)
+    pretrained_model_name_or_path: str | None = None  # a local HF directory (mid-training); no hub downloads
+    config_overrides: dict[str, Any] = {}  # applied to either, e.g. {max_position_embeddings: 8192}
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # cpu: every rank builds the model; mixed: rank 0 builds it, the others on the meta device and
+    # FSDP copies rank 0's weights (needs fsdp_config.sync_module_states), as llm-foundry does for big models.
+    init_device: Literal["cpu", "mixed"] = "cpu"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.config is None) == (self.pretrained_model_name_or_path is None):
+            raise ValueError("give exactly one of model.config (from scratch) and model.pretrained_model_name_or_path (mid-training)")
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError("model.config needs a model_type (e.g. llama, qwen2)")
+        return self
+
+
+class TokenizerConfig(Section):
+    name: str  # "embedded" (SmolLM2's tokenizer) or a local HF tokenizer directory
+    kwargs: dict[str, Any] = {}  # passed to AutoTokenizer.from_pretrained, e.g. {eos_token: "<|endoftext|>"}
+
+
+class DatasetConfig(Section):
+    """`StreamingDataset` arguments; `streams` is the block tpt writes to OUT/streams.yaml, or that file's path."""
+
+    streams: dict[str, dict[str, Any]] | str
+    shuffle: bool = True
+    shuffle_seed: int | None = None  # None: the run's seed
+    shuffle_algo: str = "py1e"
+    shuffle_block_size: int | None = None
+    # Packed sequences drawn at random from a window this big (0: in order), so a batch is not
+    # mostly consecutive pieces of one long document.
+    shuffle_buffer: int = Field(default=0, ge=0)
+    num_canonical_nodes: int | None = None
+    epoch_size: int | str | None = None  # samples per epoch when the streams are weighted by proportion
+    predownload: int | None = None
+    cache_limit: int | str | None = None
+    download_timeout: float = 60
+
+
+class LoaderConfig(Section):
+    name: Literal["text"] = "text"
+    dataset: DatasetConfig
+    num_workers: int = Field(default=8, ge=0)
+    drop_last: bool = True
+    pin_memory: bool = True
+    prefetch_factor: int | None = None
+    persistent_workers: bool = True
+    timeout: float = 0
+
+
+class TrainConfig(Section):
+    run_name: str | None = None  # autoresume needs one: it names the run's checkpoints
+    seed: int = 17
+    max_seq_len: int = Field(gt=0)
+    model: ModelConfig
+    tokenizer: TokenizerConfig  # omitted: the pretrained checkpoint's own tokenizer
+    train_loader: LoaderConfig
+    optimizer: dict[str, Any]  # {name: decoupled_adamw | adamw, lr: ..., ...}
+    scheduler: dict[str, Any]  # {name: cosine_with_warmup | linear_decay_with_warmup | constant_with_warmup, ...}
+    max_duration: str | int  # Composer time: 100ba, 1ep, 100000000000tok
+    global_train_batch_size: int = Field(gt=0)
+    device_train_microbatch_size: int | Literal["auto"] = "auto"
+    precision: Literal["fp32", "amp_fp16", "amp_bf16", "amp_fp8"] = "amp_bf16"
+    fsdp_config: dict[str, Any] | None = None
+    compile_config: dict[str, Any] | None = None  # torch.compile arguments; None: eager
+    save_folder: str | None = None
+    save_interval: str | int = "1000ba"
+    save_num_checkpoints_to_keep: int = -1
+    save_overwrite: bool = False
+    autoresume: bool = False
+    load_path: str | None = None  # start from this checkpoint (e.g. another run's), unless autoresume finds one
+    loggers: dict[str, dict[str, Any] | None] = {}
+    callbacks: dict[str, dict[str, Any] | None] = {}
+    console_log_interval: str | int = "10ba"
+    log_to_console: bool = True
+    progress_bar: bool = False
+    python_log_level: str | None = "info"
+    device: Literal["cpu", "gpu"] | None = None  # None: the GPU when there is one
+    dist_timeout: float = 600
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checkpoint_tokenizer(cls, raw: Any) -> Any:
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if isinstance(model, dict) and model.get("pretrained_model_name_or_path") and "tokenizer" not in raw:
+            return {**raw, "tokenizer": {"name": model["pretrained_model_name_or_path"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _resumable(self) -> TrainConfig:
+        if self.autoresume and not (self.run_name and self.save_folder):
+            raise ValueError("autoresume needs run_name and save_folder (it looks for the run's latest checkpoint there)")
+        return self
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in the raw YAML mapping; the value is parsed as YAML (so 10, true, [1, 2] keep their types)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key.sub=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a {type(child).__name__}, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value)
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a training YAML, apply the command-line overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such training YAML")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "\n".join(f"  {describe_error(TrainConfig, e)}" for e in error.errors())
+        raise ConfigError(f"{path}: invalid training config\n{problems}") from None
