@@ -1,0 +1,36 @@
+"""The classify stage in the demo pipeline (Beam, 2 worker processes): labels in every shard sample and the manifest."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from tests.test_pipeline_beam import read_streams
+from tpt.classify.taxonomy import AXES, load_taxonomy
+from tpt.io.output import OutputLayout
+from tpt.stages import build_stages
+
+
+def test_demo_config_classifies_after_truncate(demo_config):
+    names = [stage.name for stage in build_stages(demo_config)]
+    assert names.index("classify") == names.index("truncate") + 1
+
+
+def test_every_sample_and_manifest_row_has_the_three_labels(demo_run):
+    config, summary = demo_run
+    taxonomy = load_taxonomy(config.classify.taxonomy)
+    _, samples = read_streams(config.output.dir)
+    manifest = pq.read_table(OutputLayout(config.output.dir).manifest).to_pylist()
+    assert len(samples) == len(manifest) == summary["totals"]["written"] > 0
+    for rows in (samples, manifest):
+        for row in rows:
+            for axis in AXES:
+                assert row[axis] in taxonomy[axis].labels, (row["id"], axis, row[axis])
+                assert 0 < row[f"{axis}_score"] <= 1
+    by_id = {row["id"]: row for row in manifest}
+    assert all(by_id[s["id"]]["domain"] == s["domain"] for s in samples)
+    counted = summary["stages"]["classify"]["labels"]
+    for axis in AXES:
+        assert sum(counted[axis].values()) == len(manifest)
+    # the demo's maths reference pages are labelled mathematics by the starter model
+    mpmath = [row["domain"] for row in manifest if row["id"].startswith("mpmath")]
+    assert mpmath and mpmath.count("mathematics") / len(mpmath) > 0.8

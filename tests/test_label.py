@@ -1,0 +1,180 @@
+"""`tpt label`: the sample, answer parsing, the retry, the resumable store, and label -> train -> predict
+with the embedded SmolLM2 teacher as labeller, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, write_jsonl
+from tpt.classify.labelling import BootstrapLabeller, label_sample
+from tpt.classify.llm import LLMLabeller, parse_answer
+from tpt.classify.sample import sample_documents
+from tpt.classify.store import LabelStore
+from tpt.classify.taxonomy import AXES, load_taxonomy
+from tpt.cli import main as tpt
+from tpt.config import ClassifyConfig, GenerateConfig, load_config
+from tpt.generate.types import Completion, Request
+from tpt.schema import Record
+from tpt.stages.classify import Classify
+
+DEMO = ROOT / "data" / "demo"
+TINY_TAXONOMY = """\
+domain:
+  question: What is the document about?
+  labels: {science: Mathematics physics biology computing., history: Past events., everyday: Daily life and sayings.}
+audience:
+  question: Who is it written for?
+  labels: {public: Anyone., expert: Specialists.}
+reasoning:
+  question: How much reasoning does it demand?
+  labels: {low: Little or none., high: Much.}
+"""
+
+
+@pytest.fixture(scope="module")
+def taxonomy():
+    return load_taxonomy()
+
+
+def demo_rows(per_file: int) -> list[dict]:
+    rows = []
+    for name in ("reference", "books", "web"):
+        with open(DEMO / f"{name}.jsonl", encoding="utf-8") as stream:
+            rows += [json.loads(line) for _, line in zip(range(per_file), stream)]
+    return rows
+
+
+def answer(text: str, finish_reason: str = "stop") -> Completion:
+    return Completion("x", text, finish_reason, error="server said 500" if finish_reason == "error" else None)
+
+
+def test_parse_answer_accepts_json_in_prose_and_refuses_everything_else(taxonomy):
+    assert parse_answer(answer('Sure! ```json\n{"domain": "Medicine & Health", "audience": "expert", "reasoning": "basic"}\n```'), taxonomy) == {
+        "domain": "medicine_health", "audience": "expert", "reasoning": "basic"}
+    for text, problem in [
+        ("mathematics, expert, advanced", "no JSON object"),
+        ('{"domain": "physics", "audience": "expert"}', "lacks reasoning"),
+        ('{"domain": "astrology", "audience": "expert", "reasoning": "none"}', "domain 'astrology' is not one of"),
+        ('{"domain": "physics", "audience": ["expert"], "reasoning": "none"}', "audience \\['expert'\\] is not one of"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_answer(answer(text), taxonomy)
+    with pytest.raises(ValueError, match="generation failed: server said 500"):
+        parse_answer(answer("", "error"), taxonomy)
+
+
+class ScriptedFaultBackend:
+    """A fault injector: answers each request id from a script, to drive invalid answers into the labeller."""
+
+    def __init__(self, script: dict[str, str]):
+        self.script, self.calls = script, []
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        self.calls.append([r.id for r in requests])
+        return [Completion(r.id, self.script[r.id], "stop") for r in requests]
+
+
+def test_an_invalid_answer_is_retried_once_then_recorded_as_failed(taxonomy):
+    good = '{"domain": "history", "audience": "general_public", "reasoning": "none"}'
+    backend = ScriptedFaultBackend({"a": good, "b": "I think it is history.", "b#retry": good, "c": "no idea", "c#retry": "still no idea"})
+    records = [Record(i, "web", f"document {i}") for i in "abc"]
+    rows = LLMLabeller(backend, taxonomy, GenerateConfig(model="m"), 100).label(records)
+    assert backend.calls == [["a", "b", "c"], ["b#retry", "c#retry"]]
+    assert [(r["id"], r["status"], r["domain"]) for r in rows] == [("a", "ok", "history"), ("b", "ok", "history"), ("c", "failed", None)]
+    assert "answer: no JSON object" in rows[2]["error"] and "retry: no JSON object" in rows[2]["error"]
+    assert rows[2]["answer"] == "still no idea" and rows[0]["annotator"] == "llm:m"
+
+
+def test_the_sample_is_reproducible_and_grows_by_inclusion(demo_config):
+    five = [r.id for r in sample_documents(demo_config, 5, seed=3)]
+    assert five == [r.id for r in sample_documents(demo_config, 5, seed=3)]
+    assert set(five) < {r.id for r in sample_documents(demo_config, 12, seed=3)}
+    assert five != [r.id for r in sample_documents(demo_config, 5, seed=4)]
+    with pytest.raises(ValueError, match="positive"):
+        sample_documents(demo_config, 0)
+
+
+def test_a_line_cut_short_by_a_kill_is_relabelled_never_duplicated(tmp_path, taxonomy):
+    records = [Record(row["id"], "demo", row["text"]) for row in demo_rows(per_file=2)]
+    labeller = BootstrapLabeller(taxonomy)
+    label_sample(records[:4], labeller, tmp_path, batch_size=2)
+    store = tmp_path / "labels.jsonl"
+    with open(store, "a") as stream:
+        stream.write('{"id": "' + records[4].id + '", "sour')  # what a SIGKILL mid-write leaves
+    counts = label_sample(records, labeller, tmp_path, batch_size=2)
+    ids = [json.loads(line)["id"] for line in store.read_text().splitlines()]
+    assert counts["labelled_now"] == 2 and counts["ok"] == 6
+    assert sorted(ids) == sorted(r.id for r in records)
+    store.write_text(store.read_text() + "garbage\n")
+    with pytest.raises(ValueError, match=r"labels.jsonl:7: not a JSON line"):
+        LabelStore(tmp_path)
+
+
+def test_llm_labeller_needs_a_generate_section(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"sources": [{"name": "demo", "path": str(DEMO / "web.jsonl")}]}))
+    assert tpt(["label", str(config), "--sample", "2", "--output", str(tmp_path / "out")]) == 2
+    assert "needs a generate: section" in capsys.readouterr().err
+
+
+def test_label_train_predict_with_the_embedded_teacher_killed_and_resumed(tmp_path):
+    """The whole path with SmolLM2-135M as labeller; label quality is irrelevant, the machinery is not."""
+    (tmp_path / "taxonomy.yaml").write_text(TINY_TAXONOMY)
+    rows = demo_rows(per_file=2)[:5]
+    write_jsonl(tmp_path / "docs.jsonl", rows)
+    models = tmp_path / "models"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"name": "demo", "path": "docs.jsonl"}],
+        "generate": {"backend": "transformers", "model": "embedded", "temperature": 0, "batch_size": 1, "micro_batch_size": 1},
+        "classify": {
+            "taxonomy": str(tmp_path / "taxonomy.yaml"), "label_max_chars": 300, "label_max_new_tokens": 32,
+            "models": {axis: str(models) for axis in AXES},
+            "fasttext": {"dim": 8, "epoch": 5, "bucket": 10_000, "cutoff": 1_000, "validation": 0.2},
+        },
+    }))
+    out = tmp_path / "labels"
+    command = [sys.executable, "-m", "tpt.cli", "label", str(config), "--sample", "5", "--output", str(out)]
+    store = out / "labels.jsonl"
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as stderr:
+        first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 240
+    while not (store.is_file() and store.read_text().count("\n") >= 1):
+        assert first.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, "no label written in 240 s"
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = store.read_text()
+    assert 1 <= before.count("\n") < 5, "the run finished before it could be killed"
+
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = store.read_text()
+    assert after.startswith(before), "finished labels were redone"
+    ids = [json.loads(line)["id"] for line in after.splitlines()]
+    assert sorted(ids) == sorted(row["id"] for row in rows)  # every document once
+    counts = json.loads(done.stdout[:done.stdout.rindex("}") + 1])
+    assert counts["labelled_now"] == 5 - before.count("\n") and counts["ok"] >= 2, counts
+
+    assert tpt(["classifiers", "train", str(out / "labels.parquet"), "--output", str(models), "--config", str(config)]) == 0
+    metrics = json.loads((models / "metrics.json").read_text())
+    assert all((models / metrics["axes"][axis]["model"]).is_file() for axis in AXES)
+
+    classify = load_config(config).classify
+    stage = Classify(ClassifyConfig.model_validate(classify.model_dump()))
+    labelled = stage.process([Record(row["id"], "demo", row["text"]) for row in rows])
+    taxonomy = load_taxonomy(classify.taxonomy)
+    assert all(getattr(r, axis) in taxonomy[axis].labels for r in labelled for axis in AXES)
+    assert tpt(["classifiers", "eval", str(out / "labels.parquet"), "--config", str(config), "--output", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["domain"]["documents"] == counts["ok"]

@@ -1,0 +1,1 @@
+"""Domain / audience / reasoning-intensity classification: taxonomy, labelling, fastText training and prediction."""

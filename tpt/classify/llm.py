@@ -1,0 +1,113 @@
+"""LLM labelling: a structured prompt built from the taxonomy, a JSON answer checked against it.
+
+An answer that is not JSON, lacks an axis or names a label outside the
+taxonomy is asked for once more (the model sees its answer and what was wrong
+with it); a second bad answer is recorded as failed with both reasons, never
+replaced by a default label.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tpt.classify.labelset import label_row
+from tpt.classify.taxonomy import AXES, Taxonomy
+from tpt.config import GenerateConfig
+from tpt.generate.types import Backend, Completion, Request
+from tpt.schema import Record
+
+SYSTEM = "You classify documents for a language-model pre-training corpus. You answer with one JSON object and nothing else."
+# A one-shot exchange before the real question: small instruction models answer in JSON only after seeing one.
+# Its answer is the first label of each axis, which in the default taxonomy fits this sentence.
+EXAMPLE = "A triangle has three sides and three corners."
+RETRY = "That answer is invalid: {error}. Answer again with only the JSON object, one label id from the lists for each of {axes}."
+_NOT_ID = re.compile(r"[^a-z0-9]+")
+
+
+class AnswerError(ValueError):
+    """An LLM answer that is not a valid labelling."""
+
+
+def label_prompt(taxonomy: Taxonomy, text: str) -> str:
+    """The user message: every axis with its label definitions, the document, the answer format."""
+    lines = ["Label the document below on three axes. For each axis choose exactly one label id from its list.", ""]
+    for axis in taxonomy.axes.values():
+        lines.append(f"{axis.name}: {axis.question}")
+        lines += [f"- {label}: {definition}" for label, definition in axis.labels.items()]
+        lines.append("")
+    lines += ["Document:", '"""', text, '"""', "", f"Answer with one JSON object with the keys {', '.join(AXES)}."]
+    return "\n".join(lines)
+
+
+def example_answer(taxonomy: Taxonomy) -> str:
+    return json.dumps({axis: next(iter(taxonomy[axis].labels)) for axis in AXES})
+
+
+def parse_answer(completion: Completion, taxonomy: Taxonomy) -> dict[str, str]:
+    """The labels in an answer: the first JSON object in it that has the axes, each value a label id of its axis."""
+    if completion.finish_reason == "error":
+        raise AnswerError(f"generation failed: {completion.error}")
+    found = _first_object(completion.text)
+    if found is None:
+        raise AnswerError(f"no JSON object in the answer {completion.text[:120]!r}")
+    missing = [axis for axis in AXES if axis not in found]
+    if missing:
+        raise AnswerError(f"the JSON answer lacks {', '.join(missing)}")
+    labels = {}
+    for axis in AXES:
+        value = found[axis]
+        label = _NOT_ID.sub("_", value.lower()).strip("_") if isinstance(value, str) else value
+        if not isinstance(label, str) or label not in taxonomy[axis].labels:
+            raise AnswerError(f"{axis} {value!r} is not one of {', '.join(taxonomy[axis].labels)}")
+        labels[axis] = label
+    return labels
+
+
+def _first_object(text: str) -> dict[str, Any] | None:
+    decoder = json.JSONDecoder()
+    for start in (i for i, c in enumerate(text) if c == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and any(axis in value for axis in AXES):
+            return value
+    return None
+
+
+class LLMLabeller:
+    """Labels documents with a generation backend; one retry per invalid answer."""
+
+    def __init__(self, backend: Backend, taxonomy: Taxonomy, generate: GenerateConfig, max_chars: int):
+        self.backend, self.taxonomy, self.max_chars = backend, taxonomy, max_chars
+        self.annotator = f"llm:{generate.model}"
+
+    def _messages(self, record: Record) -> tuple[dict[str, str], ...]:
+        return (
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": label_prompt(self.taxonomy, EXAMPLE)},
+            {"role": "assistant", "content": example_answer(self.taxonomy)},
+            {"role": "user", "content": label_prompt(self.taxonomy, record.text[:self.max_chars])},
+        )
+
+    def label(self, batch: list[Record]) -> list[dict[str, Any]]:
+        first = self.backend.generate([Request(record.id, messages=self._messages(record)) for record in batch])
+        rows, retries = {}, []
+        for record, completion in zip(batch, first):
+            try:
+                rows[record.id] = label_row(record, self.annotator, parse_answer(completion, self.taxonomy), answer=completion.text)
+            except AnswerError as error:
+                retries.append((record, completion, error))
+        again = self.backend.generate([
+            Request(f"{record.id}#retry", messages=(*self._messages(record), {"role": "assistant", "content": completion.text},
+                                                   {"role": "user", "content": RETRY.format(error=error, axes=", ".join(AXES))}))
+            for record, completion, error in retries
+        ]) if retries else []
+        for (record, _, error), completion in zip(retries, again):
+            try:
+                rows[record.id] = label_row(record, self.annotator, parse_answer(completion, self.taxonomy), answer=completion.text)
+            except AnswerError as second:
+                rows[record.id] = label_row(record, self.annotator, None, answer=completion.text, error=f"answer: {error}; retry: {second}")
+        return [rows[record.id] for record in batch]
