@@ -1,0 +1,69 @@
+"""The three jobs of a run on datatrove's executors: local worker processes, or Slurm job arrays.
+
+Each job depends on the one before it (datatrove's `depends`: a local executor
+runs it first, Slurm submits with `--dependency=afterok`), and each task drops a
+completion marker in its job's logging folder, so a rerun skips finished tasks.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+
+from tpt.config import SlurmConfig
+
+# Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
+JOBS = READ_JOB, STAGES_JOB, FINALIZE_JOB = ("read", "stages", "finalize")
+
+
+@dataclass
+class Job:
+    name: str  # read, stages or finalize; also its logging folder
+    steps: list[PipelineStep]
+    tasks: int
+
+
+def local_executors(jobs: list[Job], logs: Path, workers: int) -> list[LocalPipelineExecutor]:
+    """Worker processes forked from the driver, which has imported torch but loads no model and starts no CUDA:
+    a fork starts at once, where forkserver re-imports torch in every worker of every job."""
+    executors: list[LocalPipelineExecutor] = []
+    for job in jobs:
+        executors.append(LocalPipelineExecutor(
+            job.steps, tasks=job.tasks, workers=min(workers, job.tasks), logging_dir=str(logs / job.name),
+            depends=executors[-1] if executors else None, start_method="fork",
+        ))
+    return executors
+
+
+def slurm_executors(jobs: list[Job], logs: Path, slurm: SlurmConfig, workers: int) -> list[SlurmPipelineExecutor]:
+    """One job array per job; `workers` caps the tasks running at once (-1: no cap)."""
+    executors: list[SlurmPipelineExecutor] = []
+    for job in jobs:
+        executors.append(SlurmPipelineExecutor(
+            job.steps, tasks=job.tasks, workers=workers,
+            time=slurm.time, partition=slurm.partition, qos=slurm.qos,
+            cpus_per_task=slurm.cpus_per_task, mem_per_cpu_gb=slurm.mem_per_cpu_gb,
+            gpus_per_task=slurm.gpus_per_task if job.name == STAGES_JOB else 0,
+            job_name=f"{slurm.job_name}-{job.name}", sbatch_args=dict(slurm.sbatch_args),
+            env_command=slurm.env_command or f"source {Path(sys.prefix) / 'bin' / 'activate'}",
+            logging_dir=str(logs / job.name), slurm_logs_folder=str(logs / job.name / "slurm_logs"),
+            depends=executors[-1] if executors else None,
+        ))
+    return executors
+
+
+def sbatch_scripts(executors: list[SlurmPipelineExecutor]) -> str:
+    """The sbatch script of each job, as `launch_job` would submit it, without submitting anything."""
+    scripts = []
+    for previous, executor in zip([None, *executors], executors):
+        array = min(executor.tasks, executor.max_array_size) if executor.max_array_size != -1 else executor.tasks
+        command = f"srun -l -n {executor.nodes_per_task} launch_pickled_pipeline {executor.logging_dir.resolve_paths('executor.pik')}"
+        header = f"# job {executor.job_name}: {executor.tasks} task(s)"
+        if previous is not None:
+            header += f", submitted with --dependency=afterok:<job id of {previous.job_name}>"
+        scripts.append(header + "\n" + executor.get_launch_file_contents(executor.get_sbatch_args(array), command))
+    return "\n".join(scripts)

@@ -1,0 +1,105 @@
+"""Run the tpt pipeline on datatrove: plan the three jobs, start or resume the run, hand it to an executor.
+
+A run resumes only with the same config (its `datatrove` section aside), input
+files and task count; anything else starts over (earlier outputs, markers and
+shuffle files removed, the thinking store kept), so completion markers never
+skip work of another run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.datatrove.executors import FINALIZE_JOB, JOBS, READ_JOB, STAGES_JOB, Job, local_executors, sbatch_scripts, slurm_executors
+from pipelines.datatrove.finalize import Finalize
+from pipelines.datatrove.read import ReadSources
+from pipelines.datatrove.shuffle import GatherById, ScatterById
+from pipelines.datatrove.stage import ApplyStage
+from pipelines.datatrove.write import WriteParts
+from tpt.config import PipelineConfig
+from tpt.io.output import OutputLayout
+from tpt.io.read import list_files
+from tpt.stages import build_stages, output_fields
+
+log = logging.getLogger(__name__)
+
+WORK = ".datatrove"  # OUT/.datatrove/: run.json, shuffle/, logs/ (unless datatrove.logging_dir)
+EXECUTORS = ("local", "slurm")
+
+
+class DatatroveRun:
+    """One run's plan: its files, folders and jobs."""
+
+    def __init__(self, config: PipelineConfig, executor: str, tasks: int | None, workers: int):
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
+        if tasks is not None and tasks < 1:
+            raise ValueError(f"--tasks must be at least 1, got {tasks}")
+        if executor == "slurm" and config.datatrove.slurm is None:
+            raise ValueError("--executor slurm needs a `datatrove.slurm` section in the config (at least `partition`)")
+        self.layout = OutputLayout(config.output.dir)
+        self.config = config.with_output_dir(str(self.layout.root))  # absolute: Slurm tasks start elsewhere
+        self.executor, self.workers = executor, workers
+        self.tasks = tasks or config.output.parts
+        self.files = [(source.name, path) for source in config.sources for path in list_files(source)]
+        self.work = self.layout.root / WORK
+        self.shuffle = self.work / "shuffle"
+        self.logs = Path(config.datatrove.logging_dir).resolve() if config.datatrove.logging_dir else self.work / "logs"
+        self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
+
+    def jobs(self, started: float) -> list[Job]:
+        config, stages = self.config, build_stages(self.config)
+        separator = config.generate.separator if config.generate else None
+        return [
+            Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes),
+                         ScatterById(str(self.shuffle), self.tasks)], min(len(self.files), self.tasks)),
+            Job(STAGES_JOB, [GatherById(str(self.shuffle)), *(ApplyStage(stage) for stage in stages),
+                             WriteParts(str(self.layout.root), output_fields(config, stages), config.output, separator)], self.tasks),
+            Job(FINALIZE_JOB, [Finalize(config, stages, str(self.shuffle), started, self.engine)], 1),
+        ]
+
+    def executors(self, started: float) -> list:
+        jobs = self.jobs(started)
+        if self.executor == "slurm":
+            return slurm_executors(jobs, self.logs, self.config.datatrove.slurm, self.workers)
+        return local_executors(jobs, self.logs, self.workers)
+
+    def start_or_resume(self) -> bool:
+        """True if an earlier attempt of this very run is resumed; else clear what other runs left."""
+        stamp = self.work / "run.json"
+        config = self.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
+        state = json.loads(json.dumps({"config": config, "files": self.files, "tasks": self.tasks}))
+        if stamp.is_file() and json.loads(stamp.read_text()) == state:
+            return True
+        self.layout.clear_previous_outputs()
+        for job in JOBS:
+            shutil.rmtree(self.logs / job, ignore_errors=True)
+        shutil.rmtree(self.shuffle, ignore_errors=True)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(state, indent=1))
+        return False
+
+
+def run(config: PipelineConfig, executor: str = "local", tasks: int | None = None, workers: int = 2) -> dict[str, Any] | None:
+    """Run (local) or submit (Slurm) the pipeline; returns the run summary, or None once Slurm jobs are submitted."""
+    plan = DatatroveRun(config, executor, tasks, workers)
+    if plan.start_or_resume():
+        log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.root)
+    *_, last = plan.executors(time.time())
+    last.run()  # runs or submits the jobs it depends on first
+    if executor == "slurm":
+        return None
+    return json.loads(plan.layout.summary.read_text())
+
+
+def dry_run(config: PipelineConfig, executor: str = "slurm", tasks: int | None = None, workers: int = -1) -> str:
+    """What `run` would submit, as sbatch scripts; nothing is submitted or cleared, only the Slurm log folders made."""
+    plan = DatatroveRun(config, executor, tasks, workers)
+    if executor != "slurm":
+        raise ValueError("--dry-run renders the Slurm jobs' sbatch scripts; use it with --executor slurm")
+    return sbatch_scripts(plan.executors(time.time()))

@@ -1,0 +1,81 @@
+"""Global deduplication across independent datatrove tasks: a shuffle by id between two jobs.
+
+The read job writes every document to the shuffle file of the stage task that
+owns its id (`part_of(id, tasks)`, the hash the Beam writer names parts by), so
+all copies of an id, from any source, meet in one task, which keeps one with
+tpt's own rule. Each read task rewrites only its own files, so a retried task
+never duplicates a document.
+
+    OUT/.datatrove/shuffle/part-BBBBB/read-RRRRR.jsonl   from read task R to stage task B
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from datatrove.pipeline.base import PipelineStep
+
+from pipelines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
+from tpt.io.output import part_name, part_of
+from tpt.stages.deduplicate import keep_one
+
+
+class ScatterById(PipelineStep):
+    """Route each document (and read reject) to the stage task that owns its id."""
+
+    name = "scatter by id"
+    type = "tpt shuffle"
+
+    def __init__(self, folder: str, tasks: int):
+        super().__init__()
+        self.folder = folder
+        self.tasks = tasks
+
+    def run(self, data, rank: int = 0, world_size: int = 1) -> None:
+        streams = {}
+        try:
+            for document in data:
+                part = part_of(document.id, self.tasks)
+                if part not in streams:
+                    path = self._path(part, rank).with_suffix(".tmp")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    streams[part] = open(path, "w", encoding="utf-8")
+                streams[part].write(dumps(document) + "\n")
+                self.stat_update("scattered")
+        finally:
+            for stream in streams.values():
+                stream.close()
+        for part in streams:  # only a finished task publishes its files
+            self._path(part, rank).with_suffix(".tmp").replace(self._path(part, rank))
+
+    def _path(self, part: int, rank: int) -> Path:
+        return Path(self.folder) / part_name(part) / f"read-{rank:05d}.jsonl"
+
+
+class GatherById(PipelineStep):
+    """Everything addressed to this task: read rejects, then one document per id in id order, its duplicates as rejects."""
+
+    name = "deduplicate"
+    type = "tpt shuffle"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        by_id = defaultdict(list)
+        for path in sorted((Path(self.folder) / part_name(rank)).glob("read-*.jsonl")):
+            with open(path, encoding="utf-8") as stream:
+                for line in stream:
+                    document = loads(line)
+                    if is_reject(document):
+                        yield document
+                    else:
+                        by_id[document.id].append(from_document(document))
+        for doc_id in sorted(by_id):
+            kept, duplicates = keep_one(by_id[doc_id])
+            for reject in duplicates:
+                self.stat_update("rejected_duplicate_id")
+                yield to_document(reject)
+            yield to_document(kept)

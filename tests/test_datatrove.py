@@ -1,0 +1,174 @@
+"""The datatrove engine on the local executor gives the Beam engine's outputs: samples, manifest, rejects, counts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import dill
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.datatrove import pipeline as datatrove
+from tests.conftest import ROOT, write_jsonl
+from tests.test_pipeline_beam import read_streams
+from tpt.cli import main as cli
+from tpt.config import PipelineConfig, load_config
+from tpt.io.output import OutputLayout, read_rejects
+from tpt.stages import build_stages, output_fields
+
+RUN_DEPENDENT = ("wall_seconds", "docs_per_second", "engine", "output")  # summary keys that name the run, not the data
+
+
+def outputs(config) -> dict:
+    """Everything a run wrote that must not depend on the engine, in comparable form."""
+    layout = OutputLayout(config.output.dir)
+    streams, samples = read_streams(layout.root)
+    summary = json.loads(layout.summary.read_text())
+    return {
+        "samples": {s["id"]: s for s in samples},
+        "fields": sorted(samples[0]) if samples else [],
+        "manifest": pq.read_table(layout.manifest).to_pylist(),
+        "rejects": sorted(read_rejects(layout), key=lambda r: json.dumps(r, sort_keys=True)),
+        "streams": {name: {k: v for k, v in s.items() if k != "local"} for name, s in streams.items()},
+        "summary": {k: v for k, v in summary.items() if k not in RUN_DEPENDENT} | {  # a stage's own report may time it
+            "stages": {name: {"rejected": stage.get("rejected", {})} for name, stage in summary["stages"].items()}},
+        "parts": sorted(str(p.relative_to(layout.mds)) for p in layout.mds.glob("*/part-*")),
+    }
+
+
+def deterministic(config):
+    """The config as the equivalence test runs it: thinking, once configured, greedy, unpadded and short on short documents."""
+    if config.generate is None:
+        return config
+    return config.model_copy(update={
+        "generate": config.generate.model_copy(update={"temperature": 0.0, "max_new_tokens": 8, "micro_batch_size": 1}),
+        "truncate": config.truncate.model_copy(update={"max_doc_tokens": 128}),
+    })
+
+
+@pytest.fixture(scope="module")
+def beam_and_datatrove(demo_run, demo_config, tmp_path_factory):
+    """The demo config through both engines; datatrove with as many tasks as output parts, 2 at a time."""
+    config = deterministic(demo_config)
+    if config is demo_config:
+        beam_config = demo_run[0]
+    else:
+        from pipelines.beam.pipeline import run as run_beam
+
+        beam_config = config.with_output_dir(str(tmp_path_factory.mktemp("beam")))
+        run_beam(beam_config, workers=2)
+    datatrove_config = config.with_output_dir(str(tmp_path_factory.mktemp("datatrove")))
+    summary = datatrove.run(datatrove_config, tasks=config.output.parts, workers=2)
+    return beam_config, datatrove_config, summary
+
+
+def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
+    beam_config, datatrove_config, summary = beam_and_datatrove
+    beam, ours = outputs(beam_config), outputs(datatrove_config)
+    stages = build_stages(datatrove_config)
+    assert ours["fields"] == sorted(output_fields(datatrove_config, stages))  # every field each stage adds is compared
+    assert ours["samples"].keys() == beam["samples"].keys() and len(ours["samples"]) == summary["totals"]["written"] > 0
+    for doc_id, sample in ours["samples"].items():
+        assert sample == beam["samples"][doc_id], doc_id
+    for key in ("manifest", "rejects", "streams", "summary", "parts"):
+        assert ours[key] == beam[key], key
+    assert summary["engine"] == {"name": "datatrove", "executor": "local", "tasks": datatrove_config.output.parts, "workers": 2}
+
+
+def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_and_datatrove):
+    _, config, first = beam_and_datatrove
+    layout = OutputLayout(config.output.dir)
+    shards = {p: p.stat().st_mtime_ns for p in layout.mds.glob("*/part-*/*.mds*")}
+    assert shards and datatrove.run(config, tasks=config.output.parts, workers=2) == first
+    assert {p: p.stat().st_mtime_ns for p in layout.mds.glob("*/part-*/*.mds*")} == shards
+    assert not (layout.root / datatrove.WORK / "shuffle").exists()  # spent once merged
+
+    # what a kill inside finalize leaves: the manifest merged, its parts deleted, no summary, no completion marker
+    before = outputs(config)
+    layout.summary.unlink()
+    (layout.root / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
+    assert not layout.manifest_parts.exists() and layout.manifest.exists()
+    assert datatrove.run(config, tasks=config.output.parts, workers=2)["totals"] == first["totals"]
+    assert outputs(config) == before
+
+    fewer_tasks = datatrove.run(config, tasks=3, workers=2)  # another plan: not a resume of the first
+    assert sorted(p.name for p in layout.mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]
+    assert fewer_tasks["sources"] == first["sources"] and fewer_tasks["totals"] == first["totals"]
+
+
+def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tmp_path):
+    """Every reject class of the reader, a content-hash id, duplicates within and across sources, a truncation, thinking."""
+    write_jsonl(tmp_path / "a.jsonl", [
+        {"id": "a1", "text": "Alpha document one."}, {"text": "No id here: named by a content hash."},
+        '{"id": "cut", "text": ', json.dumps([1, 2]), {"id": "m", "body": "no text field"}, {"id": "e", "text": "   "},
+        {"id": "n", "text": "nul\u0000inside"}, {"id": "s", "text": "lone \ud800 surrogate"},
+        {"id": "dup", "text": "the copy of source a"}, {"id": "long", "text": "word " * 250}, {"id": "huge", "text": "word " * 400},
+    ])
+    with open(tmp_path / "a.jsonl", "ab") as stream:
+        stream.write(b'{"id": "u", "text": "caf\xe9"}\n')
+    pq.write_table(pa.table({"id": ["dup", "b1", "b1", None], "text": ["the copy of source b", "beta", "beta again", "gamma"]}),
+                   tmp_path / "b.parquet")
+    (tmp_path / "config.yaml").write_text(
+        "sources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.parquet, weight: 3}\n"
+        "truncate: {max_doc_tokens: 64, max_doc_bytes: 1500}\noutput: {parts: 3}\n"
+        # thinking, deterministic: greedy, one sequence per generate call (no padding), a few tokens
+        "generate: {temperature: 0.0, max_new_tokens: 4, micro_batch_size: 1}\n"
+    )
+    from pipelines.beam.pipeline import run as run_beam
+
+    config = load_config(tmp_path / "config.yaml")
+    beam_config, datatrove_config = config.with_output_dir(str(tmp_path / "beam")), config.with_output_dir(str(tmp_path / "dt"))
+    run_beam(beam_config, workers=2)
+    summary = datatrove.run(datatrove_config, tasks=2, workers=2)
+    beam, ours = outputs(beam_config), outputs(datatrove_config)
+    for key in ("samples", "manifest", "rejects", "streams", "summary"):
+        assert ours[key] == beam[key], key
+    assert summary["stages"]["read"]["rejected"] == {
+        "empty_text": 1, "invalid_utf8": 2, "malformed_json": 2, "missing_text": 1, "nul_bytes": 1, "too_large": 1}
+    assert summary["stages"]["deduplicate"]["rejected"] == {"duplicate_id": 2}
+    assert summary["totals"] | {"read": 16, "written": 6, "rejected": 10, "truncated": 1} == summary["totals"]
+    assert all(sample["thinking_tokens"] > 0 and sample["text"].endswith(sample["thinking"]) for sample in ours["samples"].values())
+
+
+def test_slurm_dry_run_prints_three_dependent_job_arrays_and_submits_nothing(tmp_path, capsys):
+    config = {"sources": [{"name": "books", "path": str(ROOT / "data" / "demo" / "books.jsonl")}]}
+    config["datatrove"] = {"logging_dir": str(tmp_path / "logs"), "slurm": {
+        "partition": "h100", "time": "02:00:00", "cpus_per_task": 4, "gpus_per_task": 1, "job_name": "tpt-demo"}}
+    (tmp_path / "slurm.yaml").write_text(yaml.safe_dump(config))
+
+    out = str(tmp_path / "out")
+    args = ["--engine", "datatrove", "--executor", "slurm", "--output", out]
+    assert cli(["run", str(tmp_path / "slurm.yaml"), *args, "--tasks", "16", "--dry-run"]) == 0
+    scripts = capsys.readouterr().out.split("# job ")[1:]
+    assert [s.split(":")[0] for s in scripts] == ["tpt-demo-read", "tpt-demo-stages", "tpt-demo-finalize"]
+    for script, array, gpus in zip(scripts, ("0-0", "0-15", "0-0"), (False, True, False)):
+        assert "#SBATCH --partition=h100\n" in script and "#SBATCH --time=02:00:00\n" in script
+        assert "#SBATCH --cpus-per-task=4\n" in script and f"#SBATCH --array={array}\n" in script
+        assert ("#SBATCH --gpus=1\n" in script) == gpus
+        assert f"source {sys.prefix}/bin/activate" in script and "launch_pickled_pipeline" in script
+    assert "--dependency=afterok:<job id of tpt-demo-read>" in scripts[1]
+    assert not (tmp_path / "out").exists()
+
+    del config["datatrove"]
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["run", str(tmp_path / "local.yaml"), *args]) == 2
+    assert "needs a `datatrove.slurm` section" in capsys.readouterr().err
+    assert cli(["run", str(tmp_path / "local.yaml"), "--output", out, "--tasks", "3"]) == 2  # not a Beam option
+    assert "options of --engine datatrove" in capsys.readouterr().err
+
+
+def test_slurm_jobs_pickle_as_datatrove_submits_them(demo_config, tmp_path):
+    """A Slurm task runs the executor dill-pickled at submission: every step, stage included, must survive that."""
+    config = PipelineConfig.model_validate(
+        {**demo_config.model_dump(), "output": {"dir": str(tmp_path / "out")}, "datatrove": {"slurm": {"partition": "p"}}})
+    executors = datatrove.DatatroveRun(config, "slurm", 4, -1).executors(0.0)
+    copies = [dill.loads(dill.dumps(executor)) for executor in executors]
+    assert [[type(step).__name__ for step in c.pipeline] for c in copies] == [
+        ["ReadSources", "ScatterById"],
+        ["GatherById", *("ApplyStage" for _ in build_stages(config)), "WriteParts"],
+        ["Finalize"],
+    ]
+    assert [c.world_size for c in copies] == [3, 4, 1]
