@@ -1,0 +1,220 @@
+"""The openai backend against a real OpenAI-compatible server (`transformers serve` with the embedded teacher),
+and against a fault-injection server for 500 / 429 / timeout / disconnect behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tpt.assets import resolve_model_path
+from tpt.config import GenerateConfig
+from tpt.generate.backends import build_backend
+from tpt.generate.prompts import PromptBuilder, load_template
+from tpt.generate.types import Request
+from tpt.schema import Record, Reject
+from tpt.stages.think import Think
+
+SERVED = "served-model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def transformers_server():
+    """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--force_model", str(resolve_model_path("embedded")),
+               "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, "transformers serve exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "transformers serve did not answer /health in 120 s"
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/v1"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def generate(config: GenerateConfig, requests: list[Request]):
+    """(completions, backend): one batch through a fresh openai backend, closed afterwards."""
+    backend = build_backend(config)
+    try:
+        return backend.generate(requests), backend
+    finally:
+        backend.close()
+
+
+def served_config(url: str, **changes) -> GenerateConfig:
+    # transformers serve (4.57) kills its generation thread when given stop strings: none are sent; </think> is cut locally
+    return GenerateConfig(backend="openai", base_urls=[url], model="embedded", max_new_tokens=8, stop=[], chat=True, **changes)
+
+
+def test_chat_completions_from_a_real_server(transformers_server):
+    builder = PromptBuilder(load_template("default"), chat=True)
+    requests = [builder.request(f"doc{i}", t) for i, t in enumerate(["Ice floats on water.", "Rust is iron oxide."])]
+    completions, _ = generate(served_config(transformers_server), requests)
+    assert [c.id for c in completions] == ["doc0", "doc1"]
+    # (transformers serve answers 500 when two first requests race to load the model: the retry covers it)
+    assert all(c.finish_reason == "stop" and c.text.strip() and c.error is None for c in completions)
+
+
+def test_think_stage_over_a_real_server(transformers_server, tmp_path):
+    stage = Think(served_config(transformers_server), "embedded", str(tmp_path))
+    out = stage.process([Record("a", "web", "Photosynthesis turns light into chemical energy.")])
+    stage.close()
+    assert not isinstance(out[0], Reject) and out[0].thinking and out[0].thinking_tokens > 0 and out[0].sample_tokens > out[0].thinking_tokens
+
+
+class FaultInjectionServer:
+    """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`."""
+
+    def __init__(self, script: list[str], delay: float = 0.0):
+        self.script, self.delay = list(script), delay
+        self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_get("/v1/models", lambda request: web.json_response({"data": [{"id": SERVED}]}))
+        app.router.add_post("/v1/chat/completions", self._answer)
+        app.router.add_post("/v1/completions", self._answer)
+        self._runner = web.AppRunner(app)
+        self._closing = asyncio.Event()
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        ready.wait()
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        ready.set()
+        self._loop.run_forever()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._closing.set)
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        action = self.script.pop(0) if self.script else "ok"
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            if action == "timeout":  # answer only when the server closes, long after the client's timeout
+                await self._closing.wait()
+            if action == "disconnect":
+                request.transport.close()
+                return web.Response()
+            if action in ("500", "429", "404"):
+                return web.json_response({"error": {"message": f"injected {action}"}}, status=int(action))
+            text = f"<think>thinking for {body.get('prompt') or body['messages'][0]['content']}</think>"
+            if "prompt" in body:
+                return web.json_response({"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+            return web.json_response({"choices": [{"message": {"content": text}, "finish_reason": "length"}]})
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+def fault_server():
+    servers = []
+
+    def start(script=(), delay=0.0):
+        servers.append(FaultInjectionServer(list(script), delay))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def fault_config(*urls: str, **changes) -> GenerateConfig:
+    return GenerateConfig(backend="openai", base_urls=list(urls), **{"model": SERVED, "timeout": 2.0, "retries": 4, **changes})
+
+
+def test_retries_500_429_timeout_and_disconnect_then_succeeds(fault_server):
+    server = fault_server(["500", "429", "timeout", "disconnect"])
+    (completion,), backend = generate(fault_config(server.url), [Request("a", messages=({"role": "user", "content": "doc"},))])
+    assert completion.finish_reason == "length" and completion.retries == 4 and completion.text == "<think>thinking for doc</think>"
+    assert len(server.requests) == 5 and backend.retried == 4
+
+
+def test_gives_up_after_the_configured_retries_with_the_reason(fault_server):
+    server = fault_server(["500"] * 10)
+    (completion,), _ = generate(fault_config(server.url, retries=2), [Request("a", prompt="doc")])
+    assert completion.finish_reason == "error" and completion.retries == 2 and len(server.requests) == 3
+    assert "gave up after 2 retries: HTTP 500" in completion.error
+
+
+def test_permanent_errors_are_not_retried(fault_server):
+    server = fault_server(["404"])
+    (completion,), _ = generate(fault_config(server.url), [Request("a", prompt="doc")])
+    assert completion.finish_reason == "error" and completion.retries == 0 and "HTTP 404" in completion.error and len(server.requests) == 1
+
+
+def test_completions_endpoint_sampling_options_and_api_key(fault_server, monkeypatch, caplog):
+    monkeypatch.setenv("TPT_TEST_KEY", "sk-secret-123")
+    server = fault_server()
+    config = fault_config(server.url, api_key_env="TPT_TEST_KEY", temperature=0.6, top_p=0.9, max_new_tokens=77)
+    with caplog.at_level(logging.DEBUG):
+        (completion,), _ = generate(config, [Request("a", prompt="doc")])
+    sent = server.requests[0]
+    assert sent["path"] == "/v1/completions" and sent["headers"]["Authorization"] == "Bearer sk-secret-123"
+    assert {k: sent["body"][k] for k in ("model", "prompt", "max_tokens", "temperature", "top_p", "stop")} == {
+        "model": SERVED, "prompt": "doc", "max_tokens": 77, "temperature": 0.6, "top_p": 0.9, "stop": ["</think>"]}
+    assert (completion.finish_reason, completion.prompt_tokens, completion.output_tokens) == ("stop", 3, 5)
+    assert "sk-secret-123" not in caplog.text
+
+
+def test_round_robin_and_bounded_in_flight(fault_server):
+    first, second = fault_server(delay=0.2), fault_server(delay=0.2)
+    completions, _ = generate(fault_config(first.url, second.url, max_in_flight=4), [Request(f"r{i}", prompt=str(i)) for i in range(16)])
+    assert [c.text for c in completions] == [f"<think>thinking for {i}</think>" for i in range(16)]
+    assert len(first.requests) == len(second.requests) == 8
+    assert first.max_in_flight + second.max_in_flight <= 4 + 1 and max(first.max_in_flight, second.max_in_flight) >= 2
+
+
+def test_unreachable_server_and_unknown_model_fail_at_setup(fault_server):
+    with pytest.raises(ConnectionError, match=r"no OpenAI-compatible server answers at http://127.0.0.1:\d+/v1"):
+        build_backend(fault_config(f"http://127.0.0.1:{free_port()}/v1")).setup()
+    server = fault_server()
+    with pytest.raises(ValueError, match=r"does not serve 'other-model'; it serves \['served-model'\]"):
+        build_backend(fault_config(server.url, model="other-model")).setup()
+
+
+def test_failed_generation_becomes_a_reject_and_is_retried_on_rerun(fault_server, tmp_path):
+    server = fault_server(["500"] * 3)
+    config = fault_config(server.url, retries=2, chat=True)
+    first, second = Think(config, "embedded", str(tmp_path)), Think(config, "embedded", str(tmp_path))
+    out = first.process([Record("a", "web", "A document.")])
+    first.close()
+    assert isinstance(out[0], Reject) and out[0].reason == "generation_failed" and "HTTP 500" in out[0].detail
+    rerun = second.process([Record("a", "web", "A document.")])
+    second.close()
+    assert rerun[0].thinking.startswith("thinking for A document.") and rerun[0].finish_reason == "stop"  # </think> was seen

@@ -1,0 +1,126 @@
+"""The think stage in the Beam pipeline: [d; t] samples in the shards, and exactly-once resume after SIGKILL at several points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from tokenizers import Tokenizer
+
+from tests.conftest import ROOT, write_jsonl
+from tests.test_pipeline_beam import read_streams
+from tpt.assets import tokenizer_file
+from tpt.config import GenerateConfig, load_config
+from tpt.generate.store import read_entries
+from tpt.io.output import OutputLayout
+from tpt.schema import Record, Reject
+from tpt.stages.think import Think
+
+DOCS = 12
+SEPARATOR = "\n\n### Thinking\n"
+
+
+def corpus(tmp_path, generate: str) -> str:
+    """A config over DOCS real documents (demo web text, cut short) with the embedded teacher and a tiny budget."""
+    with open(ROOT / "data" / "demo" / "web.jsonl", encoding="utf-8") as stream:
+        texts = [json.loads(line)["text"][:300] for line, _ in zip(stream, range(DOCS))]
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": f"doc{i:02d}", "text": t} for i, t in enumerate(texts)])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"sources: [{{name: web, path: docs.jsonl}}]\ntruncate: {{max_doc_tokens: 48}}\n"
+                      f"generate: {{{generate}}}\noutput: {{parts: 2}}\n")
+    return str(config)
+
+
+def results(out) -> Counter:
+    """How many finished results the store holds per request id, over every run."""
+    return Counter(e["id"] for _, e in read_entries(OutputLayout(out).root / "thinking") if "raw" in e)
+
+
+def tpt_run(config: str, out, kill_when=None) -> subprocess.CompletedProcess | None:
+    """`tpt run` in its own process group; SIGKILL the whole group the moment `kill_when()` holds."""
+    command = [sys.executable, "-m", "tpt.cli", "run", config, "--output", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if kill_when is None:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        return None
+    deadline = time.monotonic() + 300
+    while not kill_when() and process.poll() is None:
+        assert time.monotonic() < deadline, "the kill point was never reached"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return None
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """Killed once while loading, once mid-generation, once after the last result; then run to the end."""
+    tmp = tmp_path_factory.mktemp("think-resume")
+    config = corpus(tmp, "max_new_tokens: 8, micro_batch_size: 2, batch_size: 2, flush_every_docs: 1, "
+                         f"separator: {json.dumps(SEPARATOR)}")
+    out = tmp / "out"
+    store = OutputLayout(out).root / "thinking"
+    kills = [
+        lambda: store.is_dir() and any(store.iterdir()),  # a worker has set up: a store part exists
+        lambda: sum(results(out).values()) >= 5,  # mid-generation
+        lambda: sum(results(out).values()) >= DOCS,  # every result stored, the shards not yet finished
+    ]
+    stored = []
+    for kill_when in kills:
+        tpt_run(config, out, kill_when)
+        stored.append(sum(results(out).values()))
+    tpt_run(config, out)
+    return load_config(config).with_output_dir(str(out)), stored
+
+
+def test_killed_runs_lose_no_id_and_repeat_none(resumed_run):
+    config, stored = resumed_run
+    assert stored == sorted(stored) and stored[-1] == DOCS  # every kill kept what was finished
+    assert results(config.output.dir) == Counter({f"doc{i:02d}": 1 for i in range(DOCS)})  # no document generated twice
+    _, samples = read_streams(config.output.dir)
+    assert sorted(s["id"] for s in samples) == [f"doc{i:02d}" for i in range(DOCS)]  # every id once in the shards
+    summary = json.loads(OutputLayout(config.output.dir).summary.read_text())
+    assert summary["stages"]["think"]["requests_resumed"] == DOCS and summary["stages"]["think"]["requests_generated"] == 0
+
+
+def test_shards_hold_document_separator_thinking(resumed_run):
+    config, _ = resumed_run
+    encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
+    _, samples = read_streams(config.output.dir)
+    for sample in samples:
+        document, thinking = sample["text"].split(SEPARATOR)
+        assert thinking == sample["thinking"] and thinking.strip() and document
+        assert sample["finish_reason"] in ("stop", "length")
+        assert sample["thinking_tokens"] == len(encoder.encode(thinking, add_special_tokens=False).ids) <= 8 + 1
+        assert sample["sample_tokens"] == len(encoder.encode(sample["text"], add_special_tokens=False).ids)
+        assert ("truncated" in sample["thinking_flags"].split(",")) == (sample["finish_reason"] == "length")
+
+
+def test_flagged_thinking_is_set_aside_with_its_reason(tmp_path):
+    stage = Think(GenerateConfig(max_new_tokens=2, flagged="reject", temperature=0.0), "embedded", str(tmp_path))
+    records = [Record("a", "web", "The sky is blue because air scatters short wavelengths."), Record("b", "web", "Two plus two is four.")]
+    out = stage.process(records)
+    assert all(isinstance(r, Reject) and r.stage == "think" and r.reason == "thinking_truncated" for r in out)
+    assert [r.id for r in out] == ["a", "b"]
+    report = stage.report(OutputLayout(tmp_path))
+    assert report["requests_generated"] == 2 and report["output_tokens"] == 4 and report["requests_failed"] == 0
+
+
+def test_a_changed_document_is_generated_afresh_not_served_stale(tmp_path):
+    config = GenerateConfig(max_new_tokens=2, temperature=0.0)
+
+    def run(text: str) -> dict:
+        stage = Think(config, "embedded", str(tmp_path))
+        stage.process([Record("a", "web", text)])
+        return stage.report(OutputLayout(tmp_path))
+
+    assert run("Salt dissolves in water.")["requests_generated"] == 1
+    assert run("Salt dissolves in water.")["requests_generated"] == 0  # the same request: resumed
+    assert run("Sugar dissolves in tea.")["requests_generated"] == 1  # same id, another document
