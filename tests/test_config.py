@@ -15,7 +15,9 @@ def write(tmp_path, text: str):
 
 def test_demo_config_loads_with_defaults(demo_config):
     assert [s.name for s in demo_config.sources] == ["reference", "books", "web"]
-    assert demo_config.truncate.max_doc_tokens == 2048
+    assert demo_config.classify is not None and demo_config.generate is not None
+    assert (demo_config.generate.temperature, demo_config.generate.top_p) == (0.6, 0.9)
+    assert demo_config.truncate.max_doc_bytes == 8 * 2**20
     assert demo_config.output.compression == "zstd"
     assert parse_size(demo_config.output.size_limit) == 64_000_000
 
@@ -34,7 +36,7 @@ def test_unknown_key_names_the_key_and_the_allowed_keys(tmp_path):
 
 
 def test_unknown_section_lists_the_sections(tmp_path):
-    with pytest.raises(ConfigError, match=r"truncation: unknown key; allowed keys here: sources, tokenizer, truncate, output"):
+    with pytest.raises(ConfigError, match=r"truncation: unknown key; allowed keys here: sources, tokenizer, truncate, output, datatrove, generate, classify"):
         load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ntruncation: {max_doc_tokens: 10}"))
 
 

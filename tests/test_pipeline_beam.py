@@ -141,3 +141,19 @@ def test_core_imports_no_engine():
            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'datatrove')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_finalize_is_safe_to_repeat(demo_run, tmp_path):
+    """A finalize cut short (or run twice) merges again without losing or repeating a sample."""
+    import shutil
+
+    from tpt.io.finalize import finalize
+    from tpt.stages import build_stages
+
+    config, summary = demo_run
+    copy = config.with_output_dir(str(tmp_path / "out"))
+    shutil.copytree(config.output.dir, copy.output.dir)
+    again = finalize(OutputLayout(copy.output.dir), copy, build_stages(copy), 1.0, summary["engine"])
+    assert again["totals"] == summary["totals"] and again["sources"] == summary["sources"]
+    _, samples = read_streams(copy.output.dir)
+    assert len(samples) == len({s["id"] for s in samples}) == summary["totals"]["written"]

@@ -16,6 +16,8 @@ import warnings
 COMMANDS = {
     "run": "tpt.commands.run",
     "assets": "tpt.commands.assets",
+    "label": "tpt.commands.label",
+    "classifiers": "tpt.commands.classifiers",
     "train": "tpt.commands.train",
     "report": "analysis.commands.report",
     "stats": "analysis.commands.stats",

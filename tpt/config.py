@@ -68,11 +68,108 @@ class OutputConfig(Section):
         return value
 
 
+class GenerateConfig(Section):
+    """Thinking generation (the paper's Appendix A.1 settings are the defaults)."""
+
+    backend: Literal["transformers", "openai", "vllm"] = "transformers"
+    model: str = "embedded"  # transformers/vllm: a local HF directory or "embedded"; openai: the served model name
+    prompt: str = "default"  # a packaged template ("default", "random_focus") or a template file path
+    chat: bool | None = None  # None: chat if the teacher tokenizer has a chat template, else plain completion
+    temperature: float = Field(default=0.6, ge=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    max_new_tokens: int = Field(default=8192, gt=0)
+    stop: list[str] = ["</think>"]
+    seed: int = 0
+    samples_per_document: int = Field(default=1, gt=0)
+    batch_size: int = Field(default=256, gt=0)  # documents per stage call (and per flush of the generation batch)
+    # transformers: sequences per `model.generate` call; device "auto" is cuda when available
+    micro_batch_size: int = Field(default=16, gt=0)
+    device: str = "auto"
+    # torch threads per worker process on the CPU: engines already run one worker per core, and more threads
+    # than cores stall generation (seen: 20x slower on a loaded 2-core machine)
+    cpu_threads: int = Field(default=1, gt=0)
+    # openai: any OpenAI-compatible server(s), round-robin
+    base_urls: list[str] = Field(default=["http://127.0.0.1:8000/v1"], min_length=1)
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
+    max_in_flight: int = Field(default=256, gt=0)
+    timeout: float = Field(default=600.0, gt=0)  # seconds per request
+    retries: int = Field(default=6, ge=0)
+    # post-processing: the sample is document + separator + thinking
+    separator: str = "\n\n"
+    flagged: Literal["keep", "flag", "reject"] = "flag"
+    repetition_ngram: int = Field(default=8, gt=0)  # words per n-gram in the degenerate-repetition check
+    repetition_threshold: float = Field(default=0.5, gt=0, le=1)  # share of repeated n-grams that flags a sample
+    # the resumable store OUT/thinking/: every result reaches the OS at once; fsync every N docs or seconds
+    flush_every_docs: int = Field(default=64, gt=0)
+    flush_every_seconds: float = Field(default=30.0, gt=0)
+
+
+class SlurmConfig(Section):
+    """The Slurm jobs of the datatrove engine (`tpt run --engine datatrove --executor slurm`)."""
+
+    partition: str
+    time: str = "24:00:00"  # per task
+    cpus_per_task: int = Field(default=1, gt=0)
+    mem_per_cpu_gb: int = Field(default=2, gt=0)
+    gpus_per_task: int = Field(default=0, ge=0)  # for the stage tasks (thinking); read and finalize tasks take none
+    job_name: str = "tpt"  # prefix of the three job names: -read, -stages, -finalize
+    qos: str | None = None
+    env_command: str | None = None  # shell line that activates tpt's environment; None: the venv running `tpt run`
+    sbatch_args: dict[str, str] = {}  # any other `#SBATCH --key=value`
+
+
+class DatatroveConfig(Section):
+    """The datatrove engine: where its task logs and completion markers live, and its Slurm jobs."""
+
+    logging_dir: str | None = None  # None: OUT/.datatrove/logs; one folder per run, never shared
+    slurm: SlurmConfig | None = None
+
+
+class ClassifierModels(Section):
+    """The fastText model of each axis: "starter" (shipped with tpt), a model file, or a folder holding AXIS.ftz/.bin."""
+
+    domain: str = "starter"
+    audience: str = "starter"
+    reasoning: str = "starter"
+
+
+class FastTextConfig(Section):
+    """Hyper-parameters of `tpt classifiers train` (fastText supervised, one model per axis)."""
+
+    dim: int = Field(default=32, gt=0)
+    epoch: int = Field(default=30, gt=0)
+    lr: float = Field(default=0.5, gt=0)
+    word_ngrams: int = Field(default=2, gt=0)
+    min_count: int = Field(default=2, gt=0)
+    bucket: int = Field(default=200_000, ge=0)
+    loss: Literal["softmax", "ova", "hs"] = "softmax"
+    # fastText >= 0.9.3 leaves part of its input matrix uninitialised below 11 threads (docs/classification.md)
+    threads: int = Field(default=11, ge=11)
+    validation: float = Field(default=0.2, ge=0, lt=1)  # share of labelled documents held out, by id hash
+    seed: int = 0
+    quantize: bool = True  # write a small .ftz (models with fewer than 256 vectors stay .bin)
+    cutoff: int = Field(default=10_000, gt=0)  # vectors kept by quantisation
+
+
+class ClassifyConfig(Section):
+    """Domain / audience / reasoning-intensity labels on every document (docs/classification.md)."""
+
+    taxonomy: str = "default"  # the packaged taxonomy.yaml, or a path
+    models: ClassifierModels = ClassifierModels()
+    batch_size: int = Field(default=512, gt=0)
+    label_max_chars: int = Field(default=3000, gt=0)  # document characters shown to the LLM labeller
+    label_max_new_tokens: int = Field(default=96, gt=0)  # room for the JSON answer (generate.max_new_tokens is for thinking)
+    fasttext: FastTextConfig = FastTextConfig()
+
+
 class PipelineConfig(Section):
     sources: list[SourceConfig] = Field(min_length=1)
     tokenizer: str = "embedded"  # a local HF tokenizer directory or tokenizer.json, or "embedded"
     truncate: TruncateConfig = TruncateConfig()
     output: OutputConfig = OutputConfig()
+    datatrove: DatatroveConfig = DatatroveConfig()
+    generate: GenerateConfig | None = None  # None: no thinking is generated
+    classify: ClassifyConfig | None = None  # None: no classification
 
     @model_validator(mode="after")
     def _unique_sources(self) -> PipelineConfig:

@@ -48,8 +48,9 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout,
 def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
     """Beam options; the local runner is named with its mode so no default switches to Prism."""
     args = [f"--runner={runner}"]
-    if runner == LOCAL_RUNNER:
-        args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    if runner == LOCAL_RUNNER:  # one worker runs in this process: no worker start-up, no data plane
+        mode = "multi_processing" if workers > 1 else "in_memory"
+        args += [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     # Workers print tpt's progress lines; the harness's own INFO chatter stays quiet.
     args.append('--sdk_harness_log_level_overrides={"apache_beam": "WARNING", "streaming": "WARNING"}')
     return PipelineOptions(args + list(beam_args))

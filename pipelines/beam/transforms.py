@@ -91,17 +91,17 @@ def _keep_one(element: tuple[str, list[Record]]) -> Iterator:
 class WriteParts(beam.PTransform):
     """Group records into each source's parts and write one MDS part per group."""
 
-    def __init__(self, root: str, fields: list[str], output: OutputConfig):
+    def __init__(self, root: str, fields: list[str], output: OutputConfig, separator: str | None = None):
         super().__init__()
-        self.root, self.fields, self.output = root, fields, output
+        self.root, self.fields, self.output, self.separator = root, fields, output, separator
 
     def expand(self, records):
-        root, fields, output, parts = self.root, self.fields, self.output, self.output.parts
+        root, fields, output, parts, separator = self.root, self.fields, self.output, self.output.parts, self.separator
         return (
             records
             | "KeyByPart" >> beam.Map(lambda r: ((r.source, part_name(part_of(r.id, parts))), r))
             | "GroupByPart" >> beam.GroupByKey()
-            | "WriteMDS" >> beam.MapTuple(lambda key, group: write_part(OutputLayout(root), *key, group, fields, output))
+            | "WriteMDS" >> beam.MapTuple(lambda key, group: write_part(OutputLayout(root), *key, group, fields, output, separator))
         )
 
 

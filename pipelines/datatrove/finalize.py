@@ -1,7 +1,7 @@
 """Finalize step: the one task that runs after every stage task, merging the run's output (tpt.io.finalize).
 
-It runs to the end once: a retry after a kill finishes what the killed attempt
-left, and does nothing once `summary.json` (written last) exists.
+It runs to the end once: a retry after a kill redoes the merge (tpt.io.finalize
+is safe to repeat), and does nothing once `summary.json` (written last) exists.
 """
 
 from __future__ import annotations
@@ -29,21 +29,7 @@ class Finalize(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         layout = OutputLayout(self.config.output.dir)
         if not layout.summary.exists():  # a fresh run has none: it exists only if an earlier attempt got this far
-            undo_partial_finalize(layout)
             summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
         shutil.rmtree(self.shuffle, ignore_errors=True)  # the shuffle files are spent once the run is merged
 
-
-def undo_partial_finalize(layout: OutputLayout) -> None:
-    """Undo what a killed finalize attempt merged, so merging once more loses and repeats nothing.
-
-    A fresh run has neither merged indexes nor manifest.parquet. The merged indexes are rebuilt from the
-    parts' own; a manifest.parquet exists only once every part was merged into it, so it becomes the only part.
-    """
-    for index in layout.mds.glob("*/index.json"):
-        index.unlink()
-    if layout.manifest.exists():
-        shutil.rmtree(layout.manifest_parts, ignore_errors=True)
-        (layout.manifest_parts / "merged").mkdir(parents=True)
-        layout.manifest.replace(layout.manifest_parts / "merged" / "manifest.parquet")

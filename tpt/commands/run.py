@@ -2,6 +2,9 @@
 
 Pass engine options after `--`, e.g. Beam's Dataflow options:
   tpt run configs/demo.yaml --runner DataflowRunner --output gs://b/run -- --project P --region R --temp_location gs://b/tmp
+On datatrove (local worker processes, or Slurm job arrays from the config's `datatrove.slurm`):
+  tpt run configs/demo.yaml --engine datatrove --tasks 8 --workers 2
+  tpt run configs/demo.yaml --engine datatrove --executor slurm --dry-run
 """
 
 from __future__ import annotations
@@ -11,12 +14,19 @@ import os
 from typing import Any
 
 
+LOCAL_WORKERS = min(os.cpu_count() or 1, 8)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config YAML")
     parser.add_argument("--output", help="output folder (overrides output.dir)")
-    parser.add_argument("--engine", choices=["beam"], default="beam", help="pipeline engine (default: beam)")
+    parser.add_argument("--engine", choices=["beam", "datatrove"], default="beam", help="pipeline engine (default: beam)")
     parser.add_argument("--runner", default="DirectRunner", help="Beam runner: DirectRunner (local worker processes) or DataflowRunner")
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="local worker processes (default: CPU count, at most 8)")
+    parser.add_argument("--workers", type=int,
+                        help="local worker processes (default: CPU count, at most 8); on Slurm, tasks running at once (default: no cap)")
+    parser.add_argument("--executor", choices=["local", "slurm"], default="local", help="datatrove executor (default: local)")
+    parser.add_argument("--tasks", type=int, help="datatrove tasks over document ids (default: output.parts)")
+    parser.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -25,10 +35,30 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config).with_output_dir(args.output)
     if not config.output.dir:
         raise ValueError("no output folder: pass --output or set output.dir in the config")
+    if args.engine == "datatrove":
+        return run_datatrove(config, args)
+    if args.executor != "local" or args.tasks or args.dry_run:
+        raise ValueError("--executor, --tasks and --dry-run are options of --engine datatrove")
     from pipelines.beam.pipeline import run
 
-    summary = run(config, runner=args.runner, workers=args.workers, beam_args=args.engine_args)
+    summary = run(config, runner=args.runner, workers=args.workers or LOCAL_WORKERS, beam_args=args.engine_args)
     print(render_summary(summary))
+    return 0
+
+
+def run_datatrove(config, args: argparse.Namespace) -> int:
+    """Run locally, submit the Slurm jobs, or print their sbatch scripts."""
+    from pipelines.datatrove import pipeline
+
+    workers = args.workers or (LOCAL_WORKERS if args.executor == "local" else -1)
+    if args.dry_run:
+        print(pipeline.dry_run(config, args.executor, args.tasks, workers))
+        return 0
+    summary = pipeline.run(config, args.executor, args.tasks, workers)
+    if summary is None:
+        print(f"tpt run: Slurm jobs submitted; the summary will be at {config.output.dir}/summary.json")
+    else:
+        print(render_summary(summary))
     return 0
 
 

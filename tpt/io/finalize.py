@@ -29,8 +29,9 @@ TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens"
 
 
 def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
-    """Merge the parts of a finished run and write its streams.yaml and summary.json."""
+    """Merge the parts of a finished run and write its streams.yaml and summary.json; safe to repeat."""
     for source_dir in sorted(p for p in layout.mds.glob("*") if p.is_dir()):
+        (source_dir / "index.json").unlink(missing_ok=True)  # merged from the parts' own indexes, every time
         merge_index(str(source_dir), keep_local=True)
     manifest = merge_manifest(layout)
     rejects = read_rejects(layout)

@@ -62,27 +62,35 @@ class OutputLayout:
         self.root.mkdir(parents=True, exist_ok=True)
 
 
-def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig) -> int:
-    """Write one MDS part of a source and its manifest rows; returns the number of samples."""
+def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig,
+               separator: str | None = None) -> int:
+    """Write one MDS part of a source and its manifest rows; returns the number of samples.
+
+    `separator` (config.generate.separator) joins a document and its thinking into the sample's `text`.
+    """
     records = sorted(records, key=lambda r: r.id)
     directory = layout.mds / source / part
     shutil.rmtree(directory, ignore_errors=True)
     columns = {name: MDS_TYPES[name] for name in fields}
     with MDSWriter(out=str(directory), columns=columns, compression=output.compression, size_limit=parse_size(output.size_limit)) as writer:
         for record in records:
-            writer.write(mds_sample(record, fields))
+            writer.write(mds_sample(record, fields, separator))
     _write_parquet_atomically(manifest_table(records), layout.manifest_parts / source / f"{part}.parquet")
     return len(records)
 
 
-def mds_sample(record: Record, fields: list[str]) -> dict:
-    """A record as an MDS sample: its `fields`, in the encodings of `MDS_TYPES`."""
+def mds_sample(record: Record, fields: list[str], separator: str | None = None) -> dict:
+    """A record as an MDS sample: its `fields`, in the encodings of `MDS_TYPES`; `text` is [d; t] once thinking exists."""
     sample = {}
     for name in fields:
         value = getattr(record, name)
         if value is None:
             raise ValueError(f"record {record.id!r} of {record.source!r}: field {name!r} is unset, but the shards store it")
-        if name == "thinking_flags":
+        if name == "text" and record.thinking is not None:
+            if separator is None:
+                raise ValueError(f"record {record.id!r} of {record.source!r} has thinking, but no separator was given to join it to the document")
+            value = record.text + separator + record.thinking
+        elif name == "thinking_flags":
             value = ",".join(value)
         elif name == "truncated":
             value = int(value)
@@ -119,10 +127,20 @@ def read_rejects(layout: OutputLayout) -> list[dict]:
 
 
 def merge_manifest(layout: OutputLayout) -> pa.Table:
-    """Merge the manifest parts into OUT/manifest.parquet, sorted by source and id."""
+    """Merge the manifest parts into OUT/manifest.parquet, sorted by source and id.
+
+    Safe to repeat: the parts are removed only once the manifest is in place, so a
+    merge cut short is redone from the parts, and a finished one is read back.
+    """
+    spent = layout.manifest_parts.with_name(MANIFEST_PARTS + ".merged")
+    shutil.rmtree(spent, ignore_errors=True)
     parts = sorted(layout.manifest_parts.glob("*/*.parquet"))
+    if not parts and layout.manifest.exists():
+        return pq.read_table(layout.manifest)
     table = pa.concat_tables([pq.read_table(p, schema=MANIFEST_SCHEMA) for p in parts]) if parts else MANIFEST_SCHEMA.empty_table()
     table = table.sort_by([("source", "ascending"), ("id", "ascending")])
     _write_parquet_atomically(table, layout.manifest)
-    shutil.rmtree(layout.manifest_parts, ignore_errors=True)
+    if layout.manifest_parts.exists():
+        layout.manifest_parts.rename(spent)  # in one step: the parts are either all there or all merged
+        shutil.rmtree(spent)
     return table

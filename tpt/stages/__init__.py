@@ -8,12 +8,19 @@ from __future__ import annotations
 from tpt.config import PipelineConfig
 from tpt.schema import BASE_FIELDS
 from tpt.stages.base import Stage
+from tpt.stages.classify import Classify
+from tpt.stages.think import Think
 from tpt.stages.truncate import Truncate
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:
     """The stages between read and write that this config asks for."""
-    return [Truncate(config.tokenizer, config.truncate.max_doc_tokens, config.truncate.batch_size)]
+    stages: list[Stage] = [Truncate(config.tokenizer, config.truncate.max_doc_tokens, config.truncate.batch_size)]
+    if config.classify is not None:
+        stages.append(Classify(config.classify))
+    if config.generate is not None:
+        stages.append(Think(config.generate, config.tokenizer, config.output.dir))
+    return stages
 
 
 def output_fields(config: PipelineConfig, stages: list[Stage]) -> list[str]:
