@@ -15,19 +15,17 @@ DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 
 @pytest.fixture(scope="session")
 def demo_config() -> PipelineConfig:
-    return load_config(DEMO_CONFIG)
+    """The demo config without thinking generation: minutes of CPU generation would buy the
+    tests that use it nothing; the thinking tests run the think stage on their own configs."""
+    return load_config(DEMO_CONFIG).model_copy(update={"generate": None})
 
 
 @pytest.fixture(scope="session")
 def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
-    """The demo config through the Beam pipeline (2 worker processes), once per session.
-
-    Without thinking generation: minutes of CPU generation would buy the tests that use
-    this run nothing; the thinking tests run the think stage themselves.
-    """
+    """The demo config through the Beam pipeline (2 worker processes), once per session."""
     from pipelines.beam.pipeline import run
 
-    config = demo_config.model_copy(update={"generate": None}).with_output_dir(str(tmp_path_factory.mktemp("demo-run")))
+    config = demo_config.with_output_dir(str(tmp_path_factory.mktemp("demo-run")))
     return config, run(config, workers=2)
 
 

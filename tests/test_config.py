@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import DEMO_CONFIG
 from tpt.config import ConfigError, load_config, parse_size
 
 
@@ -13,13 +14,14 @@ def write(tmp_path, text: str):
     return path
 
 
-def test_demo_config_loads_with_defaults(demo_config):
-    assert [s.name for s in demo_config.sources] == ["reference", "books", "web"]
-    assert demo_config.classify is not None and demo_config.generate is not None
-    assert (demo_config.generate.temperature, demo_config.generate.top_p) == (0.6, 0.9)
-    assert demo_config.truncate.max_doc_bytes == 8 * 2**20
-    assert demo_config.output.compression == "zstd"
-    assert parse_size(demo_config.output.size_limit) == 64_000_000
+def test_demo_config_loads_with_defaults():
+    demo = load_config(DEMO_CONFIG)
+    assert [s.name for s in demo.sources] == ["reference", "books", "web"]
+    assert demo.classify is not None and demo.generate is not None
+    assert (demo.generate.temperature, demo.generate.top_p) == (0.6, 0.9)
+    assert demo.truncate.max_doc_bytes == 8 * 2**20
+    assert demo.output.compression == "zstd"
+    assert parse_size(demo.output.size_limit) == 64_000_000
 
 
 def test_relative_source_paths_resolve_against_the_config_file(tmp_path):

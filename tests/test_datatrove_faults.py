@@ -21,21 +21,23 @@ HUNG_TASK = 0  # the first task a worker takes; the other worker finishes every 
 
 # The run of configs/demo.yaml, with a fault-injecting stage appended that blocks forever on one document.
 KILLED_RUN = """
-import sys, threading
+import sys
 from tpt.config import load_config
 from pipelines.datatrove import pipeline
 
 class HangOnDocument:  # fault injection only: holds its task open until the test kills the run
     name, adds, batch_size = "hang", (), 1
+    def __init__(self, doc_id): self.doc_id = doc_id
     def setup(self): pass
     def process(self, batch):
-        if batch[0].id == sys.argv[2]:
-            threading.Event().wait()
+        if batch[0].id == self.doc_id:
+            __import__("threading").Event().wait()
         return batch
 
 build_stages = pipeline.build_stages
-pipeline.build_stages = lambda config: [*build_stages(config), HangOnDocument()]
-pipeline.run(load_config(sys.argv[1]).with_output_dir(sys.argv[3]), tasks=int(sys.argv[4]), workers=2)
+pipeline.build_stages = lambda config: [*build_stages(config), HangOnDocument(sys.argv[2])]
+config = load_config(sys.argv[1]).model_copy(update={"generate": None})  # as the demo_config fixture
+pipeline.run(config.with_output_dir(sys.argv[3]), tasks=int(sys.argv[4]), workers=2)
 """
 
 

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import multiprocess
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
@@ -28,13 +29,17 @@ class Job:
 
 
 def local_executors(jobs: list[Job], logs: Path, workers: int) -> list[LocalPipelineExecutor]:
-    """Worker processes forked from the driver, which has imported torch but loads no model and starts no CUDA:
-    a fork starts at once, where forkserver re-imports torch in every worker of every job."""
+    """Worker processes forked from a fork server that imported the engine (and torch) once.
+
+    Forking the driver itself is unsafe once it runs threads (a worker can inherit a held
+    lock and hang); a plain fork server would re-import torch in every worker of every job.
+    """
+    multiprocess.get_context("forkserver").set_forkserver_preload(["pipelines.datatrove.pipeline"])
     executors: list[LocalPipelineExecutor] = []
     for job in jobs:
         executors.append(LocalPipelineExecutor(
             job.steps, tasks=job.tasks, workers=min(workers, job.tasks), logging_dir=str(logs / job.name),
-            depends=executors[-1] if executors else None, start_method="fork",
+            depends=executors[-1] if executors else None, start_method="forkserver",
         ))
     return executors
 
