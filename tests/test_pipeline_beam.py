@@ -157,3 +157,10 @@ def test_finalize_is_safe_to_repeat(demo_run, tmp_path):
     assert again["totals"] == summary["totals"] and again["sources"] == summary["sources"]
     _, samples = read_streams(copy.output.dir)
     assert len(samples) == len({s["id"] for s in samples}) == summary["totals"]["written"]
+
+
+def test_cli_refuses_a_url_output_it_cannot_write(tmp_path):
+    (tmp_path / "c.yaml").write_text("sources: [{name: a, path: a.jsonl}]\n")
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    result = run_cli("run", str(tmp_path / "c.yaml"), "--output", "gs://bucket/run")
+    assert result.returncode == 2 and "outputs are written through local paths" in result.stderr

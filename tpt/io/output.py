@@ -42,6 +42,9 @@ class OutputLayout:
     """Where each file of a run lives."""
 
     def __init__(self, root: str | Path):
+        if "://" in str(root):
+            raise ValueError(f"output folder {root}: outputs are written through local paths; "
+                             "use a local folder or one every worker mounts (URL outputs are not supported yet)")
         self.root = Path(root).resolve()
         self.mds = self.root / "mds"
         self.rejects = self.root / "rejects"
