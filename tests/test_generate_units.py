@@ -96,7 +96,7 @@ def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path)
     assert [e.get("id") for _, e in read_entries(tmp_path, "run1")] == [None, "a", "b", "a", "a"]
     with open(part, "a") as stream:
         stream.write("\nnot json\n")
-    with pytest.raises(ValueError, match=r"run1\..*\.jsonl:6: corrupt thinking store line"):
+    with pytest.raises(ValueError, match=r"run1\..*\.jsonl:6: corrupt line, not JSON"):
         ThinkingStore(tmp_path, "run3").results()
 
 

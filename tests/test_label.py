@@ -114,7 +114,7 @@ def test_a_line_cut_short_by_a_kill_is_relabelled_never_duplicated(tmp_path, tax
     assert counts["labelled_now"] == 2 and counts["ok"] == 6
     assert sorted(ids) == sorted(r.id for r in records)
     store.write_text(store.read_text() + "garbage\n")
-    with pytest.raises(ValueError, match=r"labels.jsonl:7: not a JSON line"):
+    with pytest.raises(ValueError, match=r"labels.jsonl:7: corrupt line, not JSON"):
         LabelStore(tmp_path)
 
 

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tpt.io.jsonlines import complete_lines
+
 
 class LabelStore:
     def __init__(self, out_dir: str | Path):
@@ -23,18 +25,10 @@ class LabelStore:
     def _load(self) -> dict[str, dict[str, Any]]:
         if not self.path.is_file():
             return {}
-        data = self.path.read_bytes()
-        complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            with open(self.path, "r+b") as stream:
-                stream.truncate(complete)
-        rows = {}
-        for number, line in enumerate(data[:complete].splitlines(), start=1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{self.path}:{number}: not a JSON line ({error}); the store is damaged, move it away to relabel") from None
-            rows[row["id"]] = row
+        rows = {row["id"]: row for _, row in complete_lines(self.path)}
+        with open(self.path, "r+b") as stream:  # drop a line cut short, so appends start on a fresh line
+            data = stream.read()
+            stream.truncate(data.rfind(b"\n") + 1)
         return rows
 
     def append(self, rows: list[dict[str, Any]]) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from tpt.io.jsonlines import complete_lines
+
 
 class ThinkingStore:
     def __init__(self, directory: str | Path, run_id: str, flush_every_docs: int = 64, flush_every_seconds: float = 30.0):
@@ -75,11 +77,5 @@ def read_entries(directory: Path, run_id: str | None = None) -> Iterator[tuple[P
     """(part file, entry) for every complete line under `directory` (of one run if `run_id` is given)."""
     pattern = f"{run_id}.*.jsonl" if run_id else "*.jsonl"
     for path in sorted(directory.glob(pattern)):
-        with open(path, encoding="utf-8") as stream:
-            for number, line in enumerate(stream, start=1):
-                if not line.endswith("\n"):  # the last line of a writer killed mid-write
-                    break
-                try:
-                    yield path, json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: corrupt thinking store line ({error}); remove the line to go on") from None
+        for _, entry in complete_lines(path):
+            yield path, entry
