@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 log = logging.getLogger("tpt.progress")
+# Progress lines go straight to stderr, in the driver and in every worker process alike,
+# whatever logging an engine sets up in its workers (Beam's forwards and filters theirs).
+if not log.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 class Progress:
