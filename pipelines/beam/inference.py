@@ -8,7 +8,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from pipelines.beam.transforms import REJECTS, _route
+from pipelines.beam.transforms import REJECTS, route
 from tpt.schema import Record, Reject
 from tpt.stages.think import Think
 
@@ -45,5 +45,5 @@ class Generate(beam.PTransform):
         return (
             records
             | "RunInference" >> RunInference(ThinkModelHandler(self.stage))
-            | "Route" >> beam.Map(_route).with_outputs(REJECTS, main="records")
+            | "Route" >> beam.Map(route).with_outputs(REJECTS, main="records")
         )

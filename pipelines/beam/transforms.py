@@ -18,7 +18,8 @@ from tpt.stages.deduplicate import keep_one
 REJECTS = "rejects"
 
 
-def _route(item: Record | Reject):
+def route(item: Record | Reject):
+    """A stage's output to the main `records` output, or to `rejects`."""
     return pvalue.TaggedOutput(REJECTS, item) if isinstance(item, Reject) else item
 
 
@@ -36,7 +37,7 @@ class ReadFiles(beam.DoFn):
         name, path = element
         for item in read_file(self.sources[name], path, self.max_doc_bytes):
             self.progress.update(1)
-            yield _route(item)
+            yield route(item)
 
 
 class _StageFn(beam.DoFn):
@@ -50,7 +51,7 @@ class _StageFn(beam.DoFn):
     def process(self, batch: list[Record]) -> Iterator:
         self.progress.update(len(batch))
         for item in self.stage.process(batch):
-            yield _route(item)
+            yield route(item)
 
 
 class ApplyStage(beam.PTransform):
