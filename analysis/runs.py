@@ -8,6 +8,7 @@ before a single statistic is computed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from tpt.assets import cache_dir
+from tpt.io.storage import Folder
 from tpt.schema import MANIFEST_SCHEMA, SCHEMA_VERSION
+
+RUN_FILES = ("manifest.parquet", "summary.json")
 
 
 class AnalysisError(ValueError):
@@ -36,8 +41,8 @@ class Run:
 
 
 def load_run(folder: str | Path) -> Run:
-    """The run output in `folder`, or an AnalysisError saying what is wrong with it."""
-    root = Path(folder)
+    """The run output in `folder` (or at a URL), or an AnalysisError saying what is wrong with it."""
+    root = copy_down(str(folder)) if "://" in str(folder) else Path(folder)
     if not root.exists():
         raise AnalysisError(f"{root}: no such folder")
     if not root.is_dir():
@@ -54,6 +59,18 @@ def load_run(folder: str | Path) -> Run:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise AnalysisError(f"{summary}: not valid JSON: {error}") from None
     return Run(root.resolve().name, root.resolve(), summary_data)
+
+
+def copy_down(url: str) -> Path:
+    """A local copy of what the analysis reads of a run output at a URL (gs://...): its manifest and summary."""
+    source = Folder(url)
+    local = cache_dir() / "runs" / hashlib.sha256(source.url.encode()).hexdigest()[:16] / source.url.rsplit("/", 1)[-1]
+    local.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        (local / name).unlink(missing_ok=True)
+        if source.exists(name):
+            source.fs.get_file(source.path(name), str(local / name))
+    return local
 
 
 def check_manifest_schema(manifest: Path) -> None:

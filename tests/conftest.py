@@ -35,3 +35,33 @@ def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
         for row in rows:
             stream.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket() -> str:
+    """gs://tpt-test on a local Cloud Storage server (the gcp-storage-emulator package), reached through gcsfs.
+
+    The settings go through the environment, so worker processes started later reach it too.
+    """
+    import logging
+    import os
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # it logs every lookup of a missing object
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    server = create_server("localhost", port, in_memory=True, default_bucket="tpt-test")
+    server.start()
+    settings = {"STORAGE_EMULATOR_HOST": f"http://localhost:{port}", "FSSPEC_GCS_TOKEN": "anon"}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    yield "gs://tpt-test"
+    server.stop()
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 
 from tests.test_pipeline_beam import read_streams
 from tpt.classify.taxonomy import AXES, load_taxonomy
@@ -19,7 +18,7 @@ def test_every_sample_and_manifest_row_has_the_three_labels(demo_run):
     config, summary = demo_run
     taxonomy = load_taxonomy(config.classify.taxonomy)
     _, samples = read_streams(config.output.dir)
-    manifest = pq.read_table(OutputLayout(config.output.dir).manifest).to_pylist()
+    manifest = OutputLayout(config.output.dir).read_parquet(OutputLayout.manifest).to_pylist()
     assert len(samples) == len(manifest) == summary["totals"]["written"] > 0
     for rows in (samples, manifest):
         for row in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import dill
 import pyarrow as pa
@@ -26,16 +27,16 @@ def outputs(config) -> dict:
     """Everything a run wrote that must not depend on the engine, in comparable form."""
     layout = OutputLayout(config.output.dir)
     streams, samples = read_streams(layout.root)
-    summary = json.loads(layout.summary.read_text())
+    summary = layout.read_json(layout.summary)
     return {
         "samples": {s["id"]: s for s in samples},
         "fields": sorted(samples[0]) if samples else [],
-        "manifest": pq.read_table(layout.manifest).to_pylist(),
+        "manifest": layout.read_parquet(layout.manifest).to_pylist(),
         "rejects": sorted(read_rejects(layout), key=lambda r: json.dumps(r, sort_keys=True)),
         "streams": {name: {k: v for k, v in s.items() if k != "local"} for name, s in streams.items()},
         "summary": {k: v for k, v in summary.items() if k not in RUN_DEPENDENT} | {  # a stage's own report may time it
             "stages": {name: {"rejected": stage.get("rejected", {})} for name, stage in summary["stages"].items()}},
-        "parts": sorted(str(p.relative_to(layout.mds)) for p in layout.mds.glob("*/part-*")),
+        "parts": layout.glob(f"{layout.mds}/*/part-*"),
     }
 
 
@@ -80,22 +81,23 @@ def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
 
 def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_and_datatrove):
     _, config, first = beam_and_datatrove
-    layout = OutputLayout(config.output.dir)
-    shards = {p: p.stat().st_mtime_ns for p in layout.mds.glob("*/part-*/*.mds*")}
+    out = Path(config.output.dir)
+    mds = out / OutputLayout.mds
+    shards = {p: p.stat().st_mtime_ns for p in mds.glob("*/part-*/*.mds*")}
     assert shards and datatrove.run(config, tasks=config.output.parts, workers=2) == first
-    assert {p: p.stat().st_mtime_ns for p in layout.mds.glob("*/part-*/*.mds*")} == shards
-    assert not (layout.root / datatrove.WORK / "shuffle").exists()  # spent once merged
+    assert {p: p.stat().st_mtime_ns for p in mds.glob("*/part-*/*.mds*")} == shards
+    assert not (out / datatrove.WORK / "shuffle").exists()  # spent once merged
 
     # what a kill inside finalize leaves: the manifest merged, its parts deleted, no summary, no completion marker
     before = outputs(config)
-    layout.summary.unlink()
-    (layout.root / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
-    assert not layout.manifest_parts.exists() and layout.manifest.exists()
+    (out / OutputLayout.summary).unlink()
+    (out / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
+    assert not (out / OutputLayout.manifest_parts).exists() and (out / OutputLayout.manifest).exists()
     assert datatrove.run(config, tasks=config.output.parts, workers=2)["totals"] == first["totals"]
     assert outputs(config) == before
 
     fewer_tasks = datatrove.run(config, tasks=3, workers=2)  # another plan: not a resume of the first
-    assert sorted(p.name for p in layout.mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]
+    assert sorted(p.name for p in mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]
     assert fewer_tasks["sources"] == first["sources"] and fewer_tasks["totals"] == first["totals"]
 
 

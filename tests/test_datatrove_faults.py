@@ -65,13 +65,13 @@ def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_p
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the run's own process group: the driver and its task workers
         run.wait()
-    layout = OutputLayout(out)
-    assert not (completions / f"{HUNG_TASK:05d}").exists() and not layout.summary.exists()
-    kept = {p: p.stat().st_mtime_ns for rank in range(TASKS) if rank != HUNG_TASK for p in layout.mds.glob(f"*/part-{rank:05d}/*")}
-    assert kept and not list(layout.mds.glob(f"*/part-{HUNG_TASK:05d}"))
+    mds = out / OutputLayout.mds
+    assert not (completions / f"{HUNG_TASK:05d}").exists() and not (out / OutputLayout.summary).exists()
+    kept = {p: p.stat().st_mtime_ns for rank in range(TASKS) if rank != HUNG_TASK for p in mds.glob(f"*/part-{rank:05d}/*")}
+    assert kept and not list(mds.glob(f"*/part-{HUNG_TASK:05d}"))
 
     # and what a killed earlier attempt of the hung task could have left: its document set aside (a failed generation)
-    stale = layout.rejects / hung["source"] / f"part-{HUNG_TASK:05d}.jsonl"
+    stale = out / OutputLayout.rejects / hung["source"] / f"part-{HUNG_TASK:05d}.jsonl"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text(json.dumps(Reject(hung["source"], "think", "generation_failed", "injected", id=hung["id"]).to_dict()) + "\n")
 

@@ -39,7 +39,7 @@ def corpus(tmp_path, generate: str) -> str:
 
 def results(out) -> Counter:
     """How many finished results the store holds per request id, over every run."""
-    return Counter(e["id"] for _, e in read_entries(OutputLayout(out).root / "thinking") if "raw" in e)
+    return Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)
 
 
 def tpt_run(config: str, out, kill_when=None) -> subprocess.CompletedProcess | None:
@@ -66,7 +66,7 @@ def resumed_run(tmp_path_factory):
     config = corpus(tmp, "max_new_tokens: 8, micro_batch_size: 2, batch_size: 2, flush_every_docs: 1, "
                          f"separator: {json.dumps(SEPARATOR)}")
     out = tmp / "out"
-    store = OutputLayout(out).root / "thinking"
+    store = out / "thinking"
     kills = [
         lambda: store.is_dir() and any(store.iterdir()),  # a worker has set up: a store part exists
         lambda: sum(results(out).values()) >= 5,  # mid-generation
@@ -86,7 +86,7 @@ def test_killed_runs_lose_no_id_and_repeat_none(resumed_run):
     assert results(config.output.dir) == Counter({f"doc{i:02d}": 1 for i in range(DOCS)})  # no document generated twice
     _, samples = read_streams(config.output.dir)
     assert sorted(s["id"] for s in samples) == [f"doc{i:02d}" for i in range(DOCS)]  # every id once in the shards
-    summary = json.loads(OutputLayout(config.output.dir).summary.read_text())
+    summary = OutputLayout(config.output.dir).read_json(OutputLayout.summary)
     assert summary["stages"]["think"]["requests_resumed"] == DOCS and summary["stages"]["think"]["requests_generated"] == 0
 
 
@@ -101,6 +101,21 @@ def test_shards_hold_document_separator_thinking(resumed_run):
         assert sample["thinking_tokens"] == len(encoder.encode(thinking, add_special_tokens=False).ids) <= 8 + 1
         assert sample["sample_tokens"] == len(encoder.encode(sample["text"], add_special_tokens=False).ids)
         assert ("truncated" in sample["thinking_flags"].split(",")) == (sample["finish_reason"] == "length")
+
+
+def test_a_run_writing_to_cloud_storage_killed_mid_generation_resumes_without_repeats(gcs_bucket, tmp_path):
+    """On an object store each flush of the store is its own object; with a flush per result, a kill loses only
+    the requests in flight, and the rerun generates exactly what the store lacks."""
+    config = corpus(tmp_path, "max_new_tokens: 8, micro_batch_size: 2, batch_size: 2, flush_every_docs: 1, "
+                              f"separator: {json.dumps(SEPARATOR)}")
+    out = f"{gcs_bucket}/think-{tmp_path.name}"
+    tpt_run(config, out, kill_when=lambda: sum(results(out).values()) >= 4)
+    stored = sum(results(out).values())
+    assert stored < DOCS
+    tpt_run(config, out)
+    assert results(out) == Counter({f"doc{i:02d}": 1 for i in range(DOCS)})
+    think = OutputLayout(out).read_json(OutputLayout.summary)["stages"]["think"]
+    assert think["requests_resumed"] == stored and think["requests_generated"] == DOCS - stored
 
 
 def test_flagged_thinking_is_set_aside_with_its_reason(tmp_path):

@@ -41,8 +41,8 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout,
         records = staged.records
         rejects.append(staged[REJECTS])
     separator = config.generate.separator if config.generate else None
-    records | "Write" >> WriteParts(str(layout.root), output_fields(config, stages), config.output, separator)
-    rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(str(layout.root), config.output.parts)
+    records | "Write" >> WriteParts(layout.url, output_fields(config, stages), config.output, separator)
+    rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(layout.url, config.output.parts)
 
 
 def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:

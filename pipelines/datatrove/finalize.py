@@ -28,7 +28,7 @@ class Finalize(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         layout = OutputLayout(self.config.output.dir)
-        if not layout.summary.exists():  # a fresh run has none: it exists only if an earlier attempt got this far
+        if not layout.exists(layout.summary):  # a fresh run has none: it exists only if an earlier attempt got this far
             summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
         shutil.rmtree(self.shuffle, ignore_errors=True)  # the shuffle files are spent once the run is merged

@@ -43,11 +43,14 @@ class DatatroveRun:
         if executor == "slurm" and config.datatrove.slurm is None:
             raise ValueError("--executor slurm needs a `datatrove.slurm` section in the config (at least `partition`)")
         self.layout = OutputLayout(config.output.dir)
+        if not self.layout.is_local:
+            raise ValueError(f"output {config.output.dir}: the datatrove engine writes to a folder every task mounts "
+                             "(a local disk, or a shared filesystem on Slurm); for gs:// or s3:// outputs use the Beam engine")
         self.config = config.with_output_dir(str(self.layout.root))  # absolute: Slurm tasks start elsewhere
         self.executor, self.workers = executor, workers
         self.tasks = tasks or config.output.parts
         self.files = [(source.name, path) for source in config.sources for path in list_files(source)]
-        self.work = self.layout.root / WORK
+        self.work = Path(self.layout.path(WORK))
         self.shuffle = self.work / "shuffle"
         self.logs = Path(config.datatrove.logging_dir).resolve() if config.datatrove.logging_dir else self.work / "logs"
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
@@ -94,7 +97,7 @@ def run(config: PipelineConfig, executor: str = "local", tasks: int | None = Non
     last.run()  # runs or submits the jobs it depends on first
     if executor == "slurm":
         return None
-    return json.loads(plan.layout.summary.read_text())
+    return plan.layout.read_json(plan.layout.summary)
 
 
 def dry_run(config: PipelineConfig, executor: str = "slurm", tasks: int | None = None, workers: int = -1) -> str:

@@ -7,7 +7,6 @@ first removes every part an earlier attempt wrote, so nothing is written twice.
 
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
 
 from datatrove.pipeline.base import PipelineStep
@@ -41,7 +40,5 @@ class WriteParts(PipelineStep):
 def clear_part(layout: OutputLayout, part: str) -> None:
     """Remove what an earlier attempt of this task wrote for any source: a retry may set aside a document the
     killed attempt wrote (a generation that failed once), and a stale part must not keep it."""
-    for directory in layout.mds.glob(f"*/{part}"):
-        shutil.rmtree(directory)
-    for path in [*layout.rejects.glob(f"*/{part}.jsonl"), *layout.manifest_parts.glob(f"*/{part}.parquet")]:
-        path.unlink()
+    layout.remove(*layout.glob(f"{layout.mds}/*/{part}"), *layout.glob(f"{layout.rejects}/*/{part}.jsonl"),
+                  *layout.glob(f"{layout.manifest_parts}/*/{part}.parquet"))

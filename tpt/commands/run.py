@@ -1,7 +1,7 @@
 """Run the pipeline of a config: read, truncate, ..., write MDS shards.
 
 Pass engine options after `--`, e.g. Beam's Dataflow options:
-  tpt run configs/my.yaml --runner DataflowRunner --output /mnt/shared/run -- --project P --region R --temp_location gs://b/tmp
+  tpt run configs/my.yaml --runner DataflowRunner --output gs://bucket/run -- --project P --region R --temp_location gs://b/tmp
 On datatrove (local worker processes, or Slurm job arrays from the config's `datatrove.slurm`):
   tpt run configs/demo.yaml --engine datatrove --tasks 8 --workers 2
   tpt run configs/demo.yaml --engine datatrove --executor slurm --dry-run

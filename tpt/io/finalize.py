@@ -16,7 +16,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from streaming.base.util import merge_index
 
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
@@ -30,9 +29,7 @@ TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens"
 
 def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
     """Merge the parts of a finished run and write its streams.yaml and summary.json; safe to repeat."""
-    for source_dir in sorted(p for p in layout.mds.glob("*") if p.is_dir()):
-        (source_dir / "index.json").unlink(missing_ok=True)  # merged from the parts' own indexes, every time
-        merge_index(str(source_dir), keep_local=True)
+    merge_mds_indexes(layout)
     manifest = merge_manifest(layout)
     rejects = read_rejects(layout)
     written = Counter(manifest.column("source").to_pylist())
@@ -42,9 +39,26 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], 
         report = getattr(stage, "report", None)
         if report is not None:
             summary["stages"].setdefault(stage.name, {}).update(report(layout))
-    summary["output"] = str(layout.root)
-    layout.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    summary["output"] = layout.url
+    layout.write_text(layout.summary, json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def merge_mds_indexes(layout: OutputLayout) -> None:
+    """OUT/mds/<source>/index.json: the shards of all the source's parts, each named by its part folder.
+
+    Rebuilt from the parts' own indexes every time, so repeating it is harmless.
+    """
+    shards: dict[str, list[dict]] = {}
+    for name in layout.glob(f"{layout.mds}/*/part-*/index.json"):
+        _, source, part, _ = name.split("/")
+        for shard in layout.read_json(name)["shards"]:
+            for data in ("raw_data", "zip_data"):
+                if shard.get(data):
+                    shard[data]["basename"] = f"{part}/{shard[data]['basename']}"
+            shards.setdefault(source, []).append(shard)
+    for source, source_shards in shards.items():
+        layout.write_text(f"{layout.mds}/{source}/index.json", json.dumps({"version": 2, "shards": source_shards}))
 
 
 def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter) -> None:
@@ -53,9 +67,12 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     total_weight = sum(s.weight for s in sources)
     streams = {}
     for source in sources:
-        stream: dict[str, Any] = {"local": str(layout.mds / source.name)}
-        if config.output.remote:
-            stream["remote"] = f"{config.output.remote.rstrip('/')}/mds/{source.name}"
+        stream: dict[str, Any] = {}
+        if layout.is_local:  # a URL output is the stream's remote; streaming picks a local cache folder
+            stream["local"] = layout.url_of(f"{layout.mds}/{source.name}")
+        remote = config.output.remote or (None if layout.is_local else layout.url)
+        if remote:
+            stream["remote"] = f"{remote.rstrip('/')}/mds/{source.name}"
         if config.output.weighting == "proportion":
             stream["proportion"] = round(source.weight / total_weight, 6)
         else:
@@ -65,7 +82,7 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
         if not written[source.name]:
             log.warning("source %r wrote no samples; it has no stream", source.name)
     header = "# Paste under train_loader.dataset in a Composer YAML (see composer_yamls/).\n"
-    layout.streams.write_text(header + yaml.safe_dump({"streams": streams}, sort_keys=False))
+    layout.write_text(layout.streams, header + yaml.safe_dump({"streams": streams}, sort_keys=False))
 
 
 def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def complete_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, entry) for every complete line; a last line without its newline (a writer killed mid-write) is skipped."""
+def complete_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, entry) for every complete line of a local file."""
     with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.endswith("\n"):
-                return
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: corrupt line, not JSON ({error}); remove the line to go on") from None
+        yield from parse_lines(stream, path)
+
+
+def parse_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, entry) for every line that ends with its newline; a last line without one
+    (a writer killed mid-write) is skipped. `where` names the file in errors."""
+    for number, line in enumerate(lines, start=1):
+        if not line.endswith("\n"):
+            return
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}:{number}: corrupt line, not JSON ({error}); remove the line to go on") from None

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar
 
-import pyarrow.parquet as pq
-
 from tpt.classify.model import AxisModel, load_model, model_path
 from tpt.classify.normalize import EmptyTextError, normalize
 from tpt.classify.taxonomy import AXES
@@ -63,5 +61,5 @@ class Classify:
 
     def report(self, layout: OutputLayout) -> dict[str, Any]:
         """For the run summary: how many written samples got each label, per axis."""
-        manifest = pq.read_table(layout.manifest, columns=list(AXES))
+        manifest = layout.read_parquet(layout.manifest, columns=list(AXES))
         return {"labels": {axis: dict(Counter(manifest.column(axis).to_pylist()).most_common()) for axis in AXES}}

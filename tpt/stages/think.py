@@ -15,10 +15,8 @@ import logging
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from tpt.assets import resolve_model_path, tokenizer_file
@@ -46,7 +44,7 @@ class Think:
             raise ValueError("generate: the think stage keeps its results in OUT/thinking/: set output.dir or pass --output")
         self.config = config
         self.tokenizer = tokenizer  # the teacher's, for thinking_tokens and sample_tokens
-        self.store_dir = str(Path(output_dir) / STORE)
+        self.store_dir = OutputLayout(output_dir).url_of(STORE)
         self.batch_size = config.batch_size
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._store: ThinkingStore | None = None
@@ -77,10 +75,11 @@ class Think:
             self._progress.update(len(wanted) - len(todo))  # resumed from the store
             if todo:
                 self._backend.generate(todo, on_done=lambda completion: self._keep(completion, keys[completion.id], failures))
+                self._store.flush()  # a finished batch is durable, on a disk or an object store
             return [self._sample(record, rid, self._done.get((rid, keys[rid])), failures) for record, rid in wanted]
 
     def close(self) -> None:
-        """Sync the store and release the backend (engines without a teardown hook may skip it: every line is already in the OS)."""
+        """Flush the store and release the backend (engines without a teardown hook may skip it: every finished batch is already flushed)."""
         if self._store is not None:
             self._store.close()
             self._backend.close()
@@ -93,7 +92,7 @@ class Think:
 
     def report(self, layout: OutputLayout) -> dict[str, Any]:
         """This run's generation figures for summary.json, read back from its store parts."""
-        return generation_report(Path(self.store_dir), self.run_id, layout, self.config)
+        return generation_report(self.store_dir, self.run_id, layout, self.config)
 
     def _chat(self) -> bool:
         if self.config.chat is not None:
@@ -145,16 +144,16 @@ class Think:
         )
 
 
-def generation_report(store_dir: Path, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
+def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
     """Tokens, throughput, retries and failures of one run, and the device-hours the whole corpus would take at its rate."""
     starts, ends, generated, failed = [], [], [], 0
     input_tokens = output_tokens = retried = 0
     writers = set()
-    for path, entry in read_entries(store_dir, run_id):
+    for writer, entry in read_entries(store_dir, run_id):
         if "started" in entry:
             starts.append(entry["started"])
             continue
-        writers.add(path)
+        writers.add(writer)
         ends.append(entry["t"])
         retried += entry["retries"]
         if "error" in entry:
@@ -191,7 +190,7 @@ def generation_report(store_dir: Path, run_id: str, layout: OutputLayout, config
 def _samples(layout: OutputLayout) -> int:
     """Samples with thinking in the shards plus those the think stage set aside."""
     written = 0
-    if layout.manifest.is_file():
-        column = pq.read_table(layout.manifest, columns=["finish_reason"]).column("finish_reason")
+    if layout.exists(layout.manifest):
+        column = layout.read_parquet(layout.manifest, columns=["finish_reason"]).column("finish_reason")
         written = len(column) - column.null_count
     return written + sum(1 for r in read_rejects(layout) if r["stage"] == Think.name)

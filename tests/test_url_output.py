@@ -1,0 +1,123 @@
+"""Outputs at an fsspec URL (as gs:// on Dataflow): every file goes through fsspec, none through a local path.
+
+fsspec's `memory://` filesystem has no local path at all, so a run that writes
+there and reads back the same shards, manifest and rejects as a local run
+proves the writers, finalize and the thinking store use only the URL. The
+same run to gs:// on a local Cloud Storage server shows worker processes
+writing one output folder through gcsfs.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pytest
+import yaml
+from streaming import Stream, StreamingDataset
+from streaming.base.util import clean_stale_shared_memory
+
+from analysis.runs import load_run
+from tests.conftest import ROOT
+from tests.test_pipeline_beam import read_streams
+from tpt.generate.store import ThinkingStore, read_entries
+from tpt.io.output import OutputLayout, merge_manifest
+from tpt.schema import MANIFEST_SCHEMA
+
+
+def memory_url() -> str:
+    return f"memory://tpt-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["memory", "gcs"])
+def output_url(request) -> tuple[str, int]:
+    """An output URL and how many Beam workers write it: memory:// lives in one process, so one in-process
+    worker; gs:// (a local Cloud Storage server) is reached by 2 worker processes, as on Dataflow."""
+    if request.param == "memory":
+        return memory_url(), 1
+    return f"{request.getfixturevalue('gcs_bucket')}/run-{uuid.uuid4().hex[:8]}", 2
+
+
+def test_beam_run_to_a_url_writes_what_a_local_run_writes(demo_run, output_url, tmp_path):
+    from pipelines.beam.pipeline import run
+
+    local_config, local_summary = demo_run
+    url, workers = output_url
+    summary = run(local_config.with_output_dir(url), workers=workers)
+    layout, local = OutputLayout(url), OutputLayout(local_config.output.dir)
+    assert summary["output"] == url and summary["totals"] == local_summary["totals"] and summary["sources"] == local_summary["sources"]
+    assert layout.read_parquet(layout.manifest) == local.read_parquet(local.manifest)
+    assert layout.glob(f"{layout.rejects}/*/*.jsonl") == local.glob(f"{local.rejects}/*/*.jsonl")
+    assert layout.glob(".manifest*") == []  # merged and cleaned up
+    assert load_run(url).summary == summary  # what `tpt report URL` and `tpt stats URL` read
+
+    # streams.yaml points at the URL, with no local path; the shards read back once copied down
+    streams = yaml.safe_load(layout.read_text(layout.streams))["streams"]
+    assert streams == {name: {"remote": f"{url}/mds/{name}", "proportion": s["proportion"]}
+                       for name, s in yaml.safe_load(local.read_text(local.streams))["streams"].items()}
+    layout.fs.get(layout.path(layout.mds), str(tmp_path / "mds"), recursive=True)
+    clean_stale_shared_memory()
+    dataset = StreamingDataset(streams=[Stream(local=str(tmp_path / "mds" / name)) for name in streams], shuffle=False, batch_size=1)
+    _, local_samples = read_streams(local_config.output.dir)
+    assert sorted(dataset[i]["id"] for i in range(dataset.num_samples)) == sorted(s["id"] for s in local_samples)
+
+
+def test_manifest_merge_cut_short_at_any_point_loses_and_repeats_nothing():
+    layout = OutputLayout(memory_url())
+    tables = {f"{source}/part-{i:05d}": manifest_rows(source, i) for source in ("a", "b") for i in range(3)}
+    expected = pa.concat_tables(tables.values()).sort_by([("source", "ascending"), ("id", "ascending")])
+
+    def write_parts() -> None:
+        for name, table in tables.items():
+            layout.write_parquet(f"{layout.manifest_parts}/{name}.parquet", table)
+
+    write_parts()
+    assert merge_manifest(layout) == expected and merge_manifest(layout) == expected  # done, then read back
+
+    # cut after the manifest and its marker were written, while the parts were being removed
+    write_parts()
+    layout.write_text(layout.manifest_merged, "")
+    layout.remove(f"{layout.manifest_parts}/a")
+    assert merge_manifest(layout) == expected and not layout.glob(".manifest*")
+
+    # cut after the manifest was written, before the marker: every part is still there, merged again
+    write_parts()
+    assert merge_manifest(layout) == expected
+
+
+def manifest_rows(source: str, part: int) -> pa.Table:
+    ids = [f"{source}-{part}-{k}" for k in range(4)]
+    columns = {field.name: [None] * len(ids) for field in MANIFEST_SCHEMA}
+    columns.update(id=ids, source=[source] * len(ids))
+    return pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA)
+
+
+def test_thinking_store_on_an_object_store_uploads_each_flush_as_its_own_object():
+    url = memory_url()
+    store = ThinkingStore(url, "run1", flush_every_docs=2, flush_every_seconds=3600)
+    store.open(backend="test")  # the header is line 1
+    for doc in "abcd":
+        store.append({"id": doc, "key": "k", "raw": doc})
+    assert len(fsspec.filesystem("memory").glob(f"{url}/run1.*.jsonl")) == 2  # lines 1-2, 3-4: line 5 not flushed yet
+    assert ("d", "k") not in ThinkingStore(url, "run2").results()  # what a kill now would lose
+    store.close()
+    assert sorted(ThinkingStore(url, "run2").results()) == [(doc, "k") for doc in "abcd"]
+    writers = {writer for writer, _ in read_entries(url, "run1")}
+    assert len(writers) == 1  # three objects, one writer
+
+
+def test_cli_names_the_missing_fsspec_backend_of_a_url_output(tmp_path):
+    from tests.test_pipeline_beam import run_cli
+
+    (tmp_path / "c.yaml").write_text("sources: [{name: a, path: a.jsonl}]\n")
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    result = run_cli("run", str(tmp_path / "c.yaml"), "--output", "s3://bucket/run")
+    assert result.returncode == 2 and "s3fs" in result.stderr
+
+
+def test_datatrove_refuses_a_url_output_before_running():
+    from tests.test_pipeline_beam import run_cli
+
+    result = run_cli("run", str(ROOT / "configs" / "demo.yaml"), "--engine", "datatrove", "--output", memory_url())
+    assert result.returncode == 2 and "use the Beam engine" in result.stderr

@@ -1,0 +1,107 @@
+"""A folder on a local disk or behind any fsspec URL (gs://, s3://, ...), with the few operations outputs need.
+
+Every file appears whole or not at all, so a reader never sees half a file:
+local files are written under a temporary name and renamed into place; files
+for an object store are written to a local staging copy and uploaded whole
+(an object store shows an object only once its upload completes). Names are
+relative to the folder and use `/` on every filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+class Folder:
+    def __init__(self, location: str | Path):
+        try:
+            self.fs, root = fsspec.core.url_to_fs(str(location))
+        except (ImportError, ValueError) as error:  # an fsspec backend not installed, or an unknown protocol
+            raise ValueError(f"{location}: {error}") from None
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
+        # what other processes are given: the absolute path, or the URL as written
+        self.url = self.root if self.is_local else str(location).rstrip("/")
+
+    def path(self, name: str = "") -> str:
+        """`name` as a path of this folder's filesystem."""
+        return f"{self.root}/{name}" if name else self.root
+
+    def url_of(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def glob(self, pattern: str) -> list[str]:
+        """The names matching `pattern`, sorted; listings are read afresh, since other processes write here."""
+        self.fs.invalidate_cache()
+        return sorted(p[len(self.root) + 1:] for p in self.fs.glob(self.path(pattern)))
+
+    def exists(self, name: str) -> bool:
+        self.fs.invalidate_cache()
+        return self.fs.exists(self.path(name))
+
+    def remove(self, *names: str) -> None:
+        """Remove files or whole subfolders; missing ones are fine."""
+        for name in names:
+            try:
+                self.fs.rm(self.path(name), recursive=True)
+            except FileNotFoundError:
+                pass
+
+    def read_text(self, name: str) -> str:
+        return self.fs.cat_file(self.path(name)).decode("utf-8")
+
+    def write_text(self, name: str, text: str) -> None:
+        with self.staged_file(name) as local:
+            Path(local).write_text(text, encoding="utf-8")
+
+    def read_parquet(self, name: str, **options) -> pa.Table:
+        with self.fs.open(self.path(name), "rb") as stream:
+            return pq.read_table(stream, **options)
+
+    def write_parquet(self, name: str, table: pa.Table) -> None:
+        with self.staged_file(name) as local:
+            pq.write_table(table, local)
+
+    @contextmanager
+    def staged_file(self, name: str) -> Iterator[str]:
+        """A local path to write `name` at; when the block ends without error, `name` holds it whole."""
+        target = self.path(name)
+        if self.is_local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            local = f"{target}.tmp{os.getpid()}"
+            try:
+                yield local
+                os.replace(local, target)
+            finally:
+                Path(local).unlink(missing_ok=True)
+            return
+        with tempfile.TemporaryDirectory(prefix="tpt-stage-") as staging:
+            local = os.path.join(staging, os.path.basename(target))
+            yield local
+            self.fs.put_file(local, target)
+
+    @contextmanager
+    def staged_folder(self, name: str) -> Iterator[str]:
+        """A fresh local folder path to write subfolder `name` at, replacing what was there.
+
+        Local outputs are written in place (a retried writer rewrites the same files);
+        remote ones are uploaded file by file when the block ends without error.
+        """
+        self.remove(name)
+        if self.is_local:
+            yield self.path(name)
+            return
+        with tempfile.TemporaryDirectory(prefix="tpt-stage-") as staging:
+            local = os.path.join(staging, "folder")
+            yield local
+            files = sorted(str(p) for p in Path(local).rglob("*") if p.is_file())
+            self.fs.put(files, [f"{self.path(name)}/{Path(f).relative_to(local).as_posix()}" for f in files])
