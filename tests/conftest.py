@@ -37,11 +37,12 @@ def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def gcs_bucket() -> str:
     """gs://tpt-test on a local Cloud Storage server (the gcp-storage-emulator package), reached through gcsfs.
 
-    The settings go through the environment, so worker processes started later reach it too.
+    It starts with the session (in milliseconds), before any worker process or datatrove's fork
+    server, and its address goes through the environment, so every one of them reaches it.
     """
     import logging
     import os

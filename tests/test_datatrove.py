@@ -14,7 +14,7 @@ import yaml
 
 from pipelines.datatrove import pipeline as datatrove
 from tests.conftest import ROOT, write_jsonl
-from tests.test_pipeline_beam import read_streams
+from tests.test_pipeline_beam import read_shards
 from tpt.cli import main as cli
 from tpt.config import PipelineConfig, load_config
 from tpt.io.output import OutputLayout, read_rejects
@@ -23,17 +23,18 @@ from tpt.stages import build_stages, output_fields
 RUN_DEPENDENT = ("wall_seconds", "docs_per_second", "engine", "output")  # summary keys that name the run, not the data
 
 
-def outputs(config) -> dict:
-    """Everything a run wrote that must not depend on the engine, in comparable form."""
-    layout = OutputLayout(config.output.dir)
-    streams, samples = read_streams(layout.root)
+def outputs(out) -> dict:
+    """Everything a run wrote to the local folder `out` that must not depend on the engine, in comparable form."""
+    layout = OutputLayout(out)
+    streams = yaml.safe_load(layout.read_text(layout.streams))["streams"]
+    samples = read_shards(out, streams)
     summary = layout.read_json(layout.summary)
     return {
         "samples": {s["id"]: s for s in samples},
         "fields": sorted(samples[0]) if samples else [],
         "manifest": layout.read_parquet(layout.manifest).to_pylist(),
         "rejects": sorted(read_rejects(layout), key=lambda r: json.dumps(r, sort_keys=True)),
-        "streams": {name: {k: v for k, v in s.items() if k != "local"} for name, s in streams.items()},
+        "streams": {name: {k: v for k, v in s.items() if k not in ("local", "remote")} for name, s in streams.items()},
         "summary": {k: v for k, v in summary.items() if k not in RUN_DEPENDENT} | {  # a stage's own report may time it
             "stages": {name: {"rejected": stage.get("rejected", {})} for name, stage in summary["stages"].items()}},
         "parts": layout.glob(f"{layout.mds}/*/part-*"),
@@ -68,7 +69,7 @@ def beam_and_datatrove(demo_run, demo_config, tmp_path_factory):
 
 def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
     beam_config, datatrove_config, summary = beam_and_datatrove
-    beam, ours = outputs(beam_config), outputs(datatrove_config)
+    beam, ours = outputs(beam_config.output.dir), outputs(datatrove_config.output.dir)
     stages = build_stages(datatrove_config)
     assert ours["fields"] == sorted(output_fields(datatrove_config, stages))  # every field each stage adds is compared
     assert ours["samples"].keys() == beam["samples"].keys() and len(ours["samples"]) == summary["totals"]["written"] > 0
@@ -77,6 +78,19 @@ def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
     for key in ("manifest", "rejects", "streams", "summary", "parts"):
         assert ours[key] == beam[key], key
     assert summary["engine"] == {"name": "datatrove", "executor": "local", "tasks": datatrove_config.output.parts, "workers": 2}
+
+
+def test_tasks_write_a_url_output_that_equals_a_local_one(beam_and_datatrove, gcs_bucket, tmp_path):
+    """To gs:// (a local Cloud Storage server): the MDS parts, rejects, shuffle files and datatrove's own logs."""
+    _, local_config, _ = beam_and_datatrove
+    url = f"{gcs_bucket}/datatrove-{tmp_path.name}"
+    summary = datatrove.run(local_config.with_output_dir(url), tasks=local_config.output.parts, workers=2)
+    layout = OutputLayout(url)
+    assert summary["output"] == url
+    assert len(layout.glob(f"{datatrove.WORK}/logs/stages/completions/*")) == local_config.output.parts
+    assert not layout.glob(f"{datatrove.WORK}/{datatrove.SHUFFLE}/*")  # spent once merged
+    layout.fs.get(layout.path(), str(tmp_path / "copy"), recursive=True)
+    assert outputs(tmp_path / "copy") == outputs(local_config.output.dir)
 
 
 def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_and_datatrove):
@@ -89,12 +103,12 @@ def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_
     assert not (out / datatrove.WORK / "shuffle").exists()  # spent once merged
 
     # what a kill inside finalize leaves: the manifest merged, its parts deleted, no summary, no completion marker
-    before = outputs(config)
+    before = outputs(config.output.dir)
     (out / OutputLayout.summary).unlink()
     (out / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
     assert not (out / OutputLayout.manifest_parts).exists() and (out / OutputLayout.manifest).exists()
     assert datatrove.run(config, tasks=config.output.parts, workers=2)["totals"] == first["totals"]
-    assert outputs(config) == before
+    assert outputs(config.output.dir) == before
 
     fewer_tasks = datatrove.run(config, tasks=3, workers=2)  # another plan: not a resume of the first
     assert sorted(p.name for p in mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]
@@ -125,7 +139,7 @@ def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tm
     beam_config, datatrove_config = config.with_output_dir(str(tmp_path / "beam")), config.with_output_dir(str(tmp_path / "dt"))
     run_beam(beam_config, workers=2)
     summary = datatrove.run(datatrove_config, tasks=2, workers=2)
-    beam, ours = outputs(beam_config), outputs(datatrove_config)
+    beam, ours = outputs(beam_config.output.dir), outputs(datatrove_config.output.dir)
     for key in ("samples", "manifest", "rejects", "streams", "summary"):
         assert ours[key] == beam[key], key
     assert summary["stages"]["read"]["rejected"] == {

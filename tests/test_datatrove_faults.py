@@ -52,7 +52,7 @@ def wait_for(paths: list, process: subprocess.Popen, log: Path, timeout: float =
 
 def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_path):
     out = tmp_path / "out"
-    hung = next(s for s in outputs(demo_run[0])["samples"].values() if part_of(s["id"], TASKS) == HUNG_TASK)
+    hung = next(s for s in outputs(demo_run[0].output.dir)["samples"].values() if part_of(s["id"], TASKS) == HUNG_TASK)
     completions = out / datatrove.WORK / "logs" / "stages" / "completions"
     finished = [completions / f"{rank:05d}" for rank in range(TASKS) if rank != HUNG_TASK]
 
@@ -79,7 +79,7 @@ def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_p
     summary = datatrove.run(config, tasks=TASKS, workers=2)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished tasks were not run again
     assert sorted(p.name for p in completions.iterdir()) == [f"{rank:05d}" for rank in range(TASKS)]
-    beam, ours = outputs(demo_run[0]), outputs(config)
+    beam, ours = outputs(demo_run[0].output.dir), outputs(config.output.dir)
     assert len(ours["samples"]) == summary["totals"]["written"] == demo_run[1]["totals"]["written"]  # nothing twice
     for key in ("samples", "manifest", "rejects", "streams", "summary"):
         assert ours[key] == beam[key], key

@@ -35,6 +35,13 @@ def read_streams(out) -> tuple[dict, list[dict]]:
     return streams, [dataset[i] for i in range(dataset.num_samples)]
 
 
+def read_shards(out, sources) -> list[dict]:
+    """Every sample under OUT/mds/<source> of a local output folder (or a local copy of a URL output)."""
+    clean_stale_shared_memory()
+    dataset = StreamingDataset(streams=[Stream(local=f"{out}/mds/{name}") for name in sources], shuffle=False, batch_size=1)
+    return [dataset[i] for i in range(dataset.num_samples)]
+
+
 def test_demo_run_writes_every_document_once_with_weights(demo_run):
     config, summary = demo_run
     expected = demo_ids()

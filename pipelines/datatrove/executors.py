@@ -16,6 +16,7 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from tpt.config import SlurmConfig
+from tpt.io.storage import Folder
 
 # Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
 JOBS = READ_JOB, STAGES_JOB, FINALIZE_JOB = ("read", "stages", "finalize")
@@ -28,7 +29,7 @@ class Job:
     tasks: int
 
 
-def local_executors(jobs: list[Job], logs: Path, workers: int) -> list[LocalPipelineExecutor]:
+def local_executors(jobs: list[Job], logs: Folder, workers: int) -> list[LocalPipelineExecutor]:
     """Worker processes forked from a fork server that imported the engine (and torch) once.
 
     Forking the driver itself is unsafe once it runs threads (a worker can inherit a held
@@ -38,14 +39,17 @@ def local_executors(jobs: list[Job], logs: Path, workers: int) -> list[LocalPipe
     executors: list[LocalPipelineExecutor] = []
     for job in jobs:
         executors.append(LocalPipelineExecutor(
-            job.steps, tasks=job.tasks, workers=min(workers, job.tasks), logging_dir=str(logs / job.name),
+            job.steps, tasks=job.tasks, workers=min(workers, job.tasks), logging_dir=logs.url_of(job.name),
             depends=executors[-1] if executors else None, start_method="forkserver",
         ))
     return executors
 
 
-def slurm_executors(jobs: list[Job], logs: Path, slurm: SlurmConfig, workers: int) -> list[SlurmPipelineExecutor]:
-    """One job array per job; `workers` caps the tasks running at once (-1: no cap)."""
+def slurm_executors(jobs: list[Job], logs: Folder, slurm: SlurmConfig, workers: int) -> list[SlurmPipelineExecutor]:
+    """One job array per job; `workers` caps the tasks running at once (-1: no cap).
+
+    Slurm writes its own logs to a local path: beside the logging dir, or ./slurm_logs/ when that is a URL.
+    """
     executors: list[SlurmPipelineExecutor] = []
     for job in jobs:
         executors.append(SlurmPipelineExecutor(
@@ -55,7 +59,8 @@ def slurm_executors(jobs: list[Job], logs: Path, slurm: SlurmConfig, workers: in
             gpus_per_task=slurm.gpus_per_task if job.name == STAGES_JOB else 0,
             job_name=f"{slurm.job_name}-{job.name}", sbatch_args=dict(slurm.sbatch_args),
             env_command=slurm.env_command or f"source {Path(sys.prefix) / 'bin' / 'activate'}",
-            logging_dir=str(logs / job.name), slurm_logs_folder=str(logs / job.name / "slurm_logs"),
+            logging_dir=logs.url_of(job.name),
+            slurm_logs_folder=logs.path(f"{job.name}/slurm_logs") if logs.is_local else str(Path("slurm_logs", job.name).resolve()),
             depends=executors[-1] if executors else None,
         ))
     return executors

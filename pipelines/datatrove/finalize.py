@@ -6,7 +6,6 @@ is safe to repeat), and does nothing once `summary.json` (written last) exists.
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from datatrove.pipeline.base import PipelineStep
 from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
+from tpt.io.storage import Folder
 from tpt.stages.base import Stage
 
 
@@ -31,5 +31,5 @@ class Finalize(PipelineStep):
         if not layout.exists(layout.summary):  # a fresh run has none: it exists only if an earlier attempt got this far
             summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
-        shutil.rmtree(self.shuffle, ignore_errors=True)  # the shuffle files are spent once the run is merged
+        Folder(self.shuffle).remove("")  # the shuffle files are spent once the run is merged
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from pipelines.datatrove.executors import FINALIZE_JOB, JOBS, READ_JOB, STAGES_JOB, Job, local_executors, sbatch_scripts, slurm_executors
@@ -24,11 +22,13 @@ from pipelines.datatrove.write import WriteParts
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout
 from tpt.io.read import list_files
+from tpt.io.storage import Folder
 from tpt.stages import build_stages, output_fields
 
 log = logging.getLogger(__name__)
 
 WORK = ".datatrove"  # OUT/.datatrove/: run.json, shuffle/, logs/ (unless datatrove.logging_dir)
+STAMP, SHUFFLE = "run.json", "shuffle"
 EXECUTORS = ("local", "slurm")
 
 
@@ -43,16 +43,13 @@ class DatatroveRun:
         if executor == "slurm" and config.datatrove.slurm is None:
             raise ValueError("--executor slurm needs a `datatrove.slurm` section in the config (at least `partition`)")
         self.layout = OutputLayout(config.output.dir)
-        if not self.layout.is_local:
-            raise ValueError(f"output {config.output.dir}: the datatrove engine writes to a folder every task mounts "
-                             "(a local disk, or a shared filesystem on Slurm); for gs:// or s3:// outputs use the Beam engine")
-        self.config = config.with_output_dir(str(self.layout.root))  # absolute: Slurm tasks start elsewhere
+        self.config = config.with_output_dir(self.layout.url)  # absolute: Slurm tasks start elsewhere
         self.executor, self.workers = executor, workers
         self.tasks = tasks or config.output.parts
         self.files = [(source.name, path) for source in config.sources for path in list_files(source)]
-        self.work = Path(self.layout.path(WORK))
-        self.shuffle = self.work / "shuffle"
-        self.logs = Path(config.datatrove.logging_dir).resolve() if config.datatrove.logging_dir else self.work / "logs"
+        self.work = Folder(self.layout.url_of(WORK))
+        self.shuffle = self.work.url_of(SHUFFLE)
+        self.logs = Folder(config.datatrove.logging_dir or self.work.url_of("logs"))
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
 
     def jobs(self, started: float) -> list[Job]:
@@ -60,10 +57,10 @@ class DatatroveRun:
         separator = config.generate.separator if config.generate else None
         return [
             Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes),
-                         ScatterById(str(self.shuffle), self.tasks)], min(len(self.files), self.tasks)),
-            Job(STAGES_JOB, [GatherById(str(self.shuffle)), *(ApplyStage(stage) for stage in stages),
-                             WriteParts(str(self.layout.root), output_fields(config, stages), config.output, separator)], self.tasks),
-            Job(FINALIZE_JOB, [Finalize(config, stages, str(self.shuffle), started, self.engine)], 1),
+                         ScatterById(self.shuffle, self.tasks)], min(len(self.files), self.tasks)),
+            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage) for stage in stages),
+                             WriteParts(self.layout.url, output_fields(config, stages), config.output, separator)], self.tasks),
+            Job(FINALIZE_JOB, [Finalize(config, stages, self.shuffle, started, self.engine)], 1),
         ]
 
     def executors(self, started: float) -> list:
@@ -74,17 +71,14 @@ class DatatroveRun:
 
     def start_or_resume(self) -> bool:
         """True if an earlier attempt of this very run is resumed; else clear what other runs left."""
-        stamp = self.work / "run.json"
         config = self.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
         state = json.loads(json.dumps({"config": config, "files": self.files, "tasks": self.tasks}))
-        if stamp.is_file() and json.loads(stamp.read_text()) == state:
+        if self.work.exists(STAMP) and self.work.read_json(STAMP) == state:
             return True
         self.layout.clear_previous_outputs()
-        for job in JOBS:
-            shutil.rmtree(self.logs / job, ignore_errors=True)
-        shutil.rmtree(self.shuffle, ignore_errors=True)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(state, indent=1))
+        self.logs.remove(*JOBS)
+        self.work.remove(SHUFFLE)
+        self.work.write_text(STAMP, json.dumps(state, indent=1))
         return False
 
 
@@ -92,7 +86,7 @@ def run(config: PipelineConfig, executor: str = "local", tasks: int | None = Non
     """Run (local) or submit (Slurm) the pipeline; returns the run summary, or None once Slurm jobs are submitted."""
     plan = DatatroveRun(config, executor, tasks, workers)
     if plan.start_or_resume():
-        log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.root)
+        log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
     *_, last = plan.executors(time.time())
     last.run()  # runs or submits the jobs it depends on first
     if executor == "slurm":

@@ -7,17 +7,20 @@ tpt's own rule. Each read task rewrites only its own files, so a retried task
 never duplicates a document.
 
     OUT/.datatrove/shuffle/part-BBBBB/read-RRRRR.jsonl   from read task R to stage task B
+
+The shuffle folder is a local or shared path, or a URL next to a URL output.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
+from contextlib import ExitStack
 
 from datatrove.pipeline.base import PipelineStep
 
 from pipelines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
 from tpt.io.output import part_name, part_of
+from tpt.io.storage import Folder
 from tpt.stages.deduplicate import keep_one
 
 
@@ -33,24 +36,15 @@ class ScatterById(PipelineStep):
         self.tasks = tasks
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> None:
-        streams = {}
-        try:
+        shuffle, streams = Folder(self.folder), {}
+        with ExitStack() as files:  # each file appears whole when the task finishes, or not at all
             for document in data:
                 part = part_of(document.id, self.tasks)
                 if part not in streams:
-                    path = self._path(part, rank).with_suffix(".tmp")
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    streams[part] = open(path, "w", encoding="utf-8")
+                    local = files.enter_context(shuffle.staged_file(f"{part_name(part)}/read-{rank:05d}.jsonl"))
+                    streams[part] = files.enter_context(open(local, "w", encoding="utf-8"))
                 streams[part].write(dumps(document) + "\n")
                 self.stat_update("scattered")
-        finally:
-            for stream in streams.values():
-                stream.close()
-        for part in streams:  # only a finished task publishes its files
-            self._path(part, rank).with_suffix(".tmp").replace(self._path(part, rank))
-
-    def _path(self, part: int, rank: int) -> Path:
-        return Path(self.folder) / part_name(part) / f"read-{rank:05d}.jsonl"
 
 
 class GatherById(PipelineStep):
@@ -64,9 +58,9 @@ class GatherById(PipelineStep):
         self.folder = folder
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        by_id = defaultdict(list)
-        for path in sorted((Path(self.folder) / part_name(rank)).glob("read-*.jsonl")):
-            with open(path, encoding="utf-8") as stream:
+        by_id, shuffle = defaultdict(list), Folder(self.folder)
+        for name in shuffle.glob(f"{part_name(rank)}/read-*.jsonl"):
+            with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
                 for line in stream:
                     document = loads(line)
                     if is_reject(document):

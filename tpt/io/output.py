@@ -55,9 +55,6 @@ class OutputLayout(Folder):
         if self.is_local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
 
-    def read_json(self, name: str):
-        return json.loads(self.read_text(name))
-
 
 def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig,
                separator: str | None = None) -> int:

@@ -9,6 +9,7 @@ relative to the folder and use `/` on every filesystem.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ class Folder:
 
     def read_text(self, name: str) -> str:
         return self.fs.cat_file(self.path(name)).decode("utf-8")
+
+    def read_json(self, name: str):
+        return json.loads(self.read_text(name))
 
     def write_text(self, name: str, text: str) -> None:
         with self.staged_file(name) as local:
