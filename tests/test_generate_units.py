@@ -85,19 +85,21 @@ def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path)
     store.append({"id": "a", "key": "k1", "raw": "first", "finish_reason": "stop"})
     store.append({"id": "b", "key": "k1", "error": "HTTP 500"})
     store.append({"id": "a", "key": "k1", "raw": "second", "finish_reason": "stop"})
-    store.append({"id": "a", "key": "k2", "raw": "asked otherwise", "finish_reason": "stop"})
+    other = store.append({"id": "a", "key": "k2", "raw": "asked otherwise", "finish_reason": "stop"})
     store.close()
+    assert store.fetch([other])[0]["raw"] == "asked otherwise"  # where append said it wrote it
     part = next(tmp_path.glob("run1.*.jsonl"))
     with open(part, "a") as stream:
         stream.write('{"id": "c", "raw": "cut sh')  # a writer killed mid-line
-    done = ThinkingStore(tmp_path, "run2").results()
+    reader = ThinkingStore(tmp_path, "run2")
+    index = reader.index()
     # failures are not done (a rerun retries them); a result answers only what was asked
-    assert {k: v["raw"] for k, v in done.items()} == {("a", "k1"): "first", ("a", "k2"): "asked otherwise"}
+    assert {k: e["raw"] for k, e in zip(index, reader.fetch(list(index.values())))} == {("a", "k1"): "first", ("a", "k2"): "asked otherwise"}
     assert [e.get("id") for _, e in read_entries(tmp_path, "run1")] == [None, "a", "b", "a", "a"]
     with open(part, "a") as stream:
         stream.write("\nnot json\n")
     with pytest.raises(ValueError, match=r"run1\..*\.jsonl:6: corrupt line, not JSON"):
-        ThinkingStore(tmp_path, "run3").results()
+        ThinkingStore(tmp_path, "run3").index()
 
 
 def test_vllm_sampling_maps_every_option_one_to_one():

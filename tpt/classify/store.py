@@ -25,7 +25,7 @@ class LabelStore:
     def _load(self) -> dict[str, dict[str, Any]]:
         if not self.path.is_file():
             return {}
-        rows = {row["id"]: row for _, row in complete_lines(self.path)}
+        rows = {row["id"]: row for row in complete_lines(self.path)}
         with open(self.path, "r+b") as stream:  # drop a line cut short, so appends start on a fresh line
             data = stream.read()
             stream.truncate(data.rfind(b"\n") + 1)

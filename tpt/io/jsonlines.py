@@ -8,19 +8,22 @@ from pathlib import Path
 from typing import Any
 
 
-def complete_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, entry) for every complete line of a local file."""
-    with open(path, encoding="utf-8") as stream:
-        yield from parse_lines(stream, path)
+def complete_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Every entry of a local file."""
+    with open(path, "rb") as stream:
+        for _, _, entry in parse_lines(stream, path):
+            yield entry
 
 
-def parse_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, entry) for every line that ends with its newline; a last line without one
-    (a writer killed mid-write) is skipped. `where` names the file in errors."""
+def parse_lines(lines: Iterable[bytes], where: str | Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(byte offset, byte length, entry) of every line that ends with its newline; a last line
+    without one (a writer killed mid-write) is skipped. `where` names the file in errors."""
+    offset = 0
     for number, line in enumerate(lines, start=1):
-        if not line.endswith("\n"):
+        if not line.endswith(b"\n"):
             return
         try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as error:
+            yield offset, len(line), json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{where}:{number}: corrupt line, not JSON ({error}); remove the line to go on") from None
+        offset += len(line)

@@ -59,7 +59,7 @@ class Think:
         self._backend = build_backend(self.config)
         self._backend.setup()
         store = ThinkingStore(self.store_dir, self.run_id, self.config.flush_every_docs, self.config.flush_every_seconds)
-        self._done = store.results()
+        self._stored = store.index()  # where each stored result is; the texts stay in the store
         store.open(backend=self.config.backend, model=self.config.model)
         self._progress = Progress(self.name)
         self._store = store
@@ -70,13 +70,15 @@ class Think:
             wanted = [(record, rid) for record in batch for rid in self.request_ids(record)]
             requests = {rid: self._prompts.request(rid, record.text) for record, rid in wanted}
             keys = {rid: self._fingerprint(request) for rid, request in requests.items()}
-            todo = [requests[rid] for _, rid in wanted if (rid, keys[rid]) not in self._done]
+            resumed = {rid: self._stored[rid, keys[rid]] for _, rid in wanted if (rid, keys[rid]) in self._stored}
+            todo = [requests[rid] for _, rid in wanted if rid not in resumed]
+            self._progress.update(len(resumed))  # resumed from the store
+            entries = dict(zip(resumed, self._store.fetch(list(resumed.values()))))
             failures: dict[str, str] = {}
-            self._progress.update(len(wanted) - len(todo))  # resumed from the store
             if todo:
-                self._backend.generate(todo, on_done=lambda completion: self._keep(completion, keys[completion.id], failures))
+                self._backend.generate(todo, on_done=lambda completion: self._keep(completion, keys[completion.id], entries, failures))
                 self._store.flush()  # a finished batch is durable, on a disk or an object store
-            return [self._sample(record, rid, self._done.get((rid, keys[rid])), failures) for record, rid in wanted]
+            return [self._sample(record, rid, entries.get(rid), failures) for record, rid in wanted]
 
     def close(self) -> None:
         """Flush the store and release the backend (engines without a teardown hook may skip it: every finished batch is already flushed)."""
@@ -107,15 +109,16 @@ class Think:
         asked = [c.model, request.messages, request.prompt, c.temperature, c.top_p, c.max_new_tokens, c.stop, c.seed]
         return hashlib.blake2b(json.dumps(asked).encode(), digest_size=8).hexdigest()
 
-    def _keep(self, completion: Completion, key: str, failures: dict[str, str]) -> None:
-        """Store a finished completion at once: a kill after this point cannot lose it."""
+    def _keep(self, completion: Completion, key: str, entries: dict[str, dict[str, Any]], failures: dict[str, str]) -> None:
+        """Store a finished completion at once (a kill after this point cannot lose it) and keep it for this batch."""
         entry = self._store_entry(completion, key)
-        self._store.append(entry)
+        location = self._store.append(entry)
         self._progress.update(1, entry.get("output_tokens", 0))
         if completion.finish_reason == "error":
             failures[completion.id] = completion.error
         else:
-            self._done[completion.id, key] = entry
+            entries[completion.id] = entry
+            self._stored[completion.id, key] = location  # a retried bundle in this worker reuses it
 
     def _store_entry(self, completion: Completion, key: str) -> dict[str, Any]:
         entry = {"id": completion.id, "key": key, "retries": completion.retries, "t": time.time()}
