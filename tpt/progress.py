@@ -1,10 +1,32 @@
-"""Progress of long work: documents/s, tokens/s and, when the total is known, an ETA."""
+"""Progress of long work: documents/s, tokens/s and an ETA, per worker and for the whole run.
+
+Each worker's `Progress` logs its own line and, given a beacon folder
+(OUT/.progress/, on disk or at a URL), also writes its counts there. The
+driver's `RunProgress` reads every beacon and logs one line for the run: how
+much of the input is read, and per stage the documents done, the rate and an
+ETA. Until the input is read whole, a stage's total is estimated from the
+documents read so far and the share of input bytes they came from.
+"""
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
+import secrets
+import socket
 import sys
+import threading
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tpt.io.storage import Folder
+
+if TYPE_CHECKING:
+    from tpt.config import PipelineConfig
+    from tpt.stages.base import Stage
 
 log = logging.getLogger("tpt.progress")
 # Progress lines go straight to stderr, in the driver and in every worker process alike,
@@ -16,26 +38,44 @@ if not log.handlers:
     log.setLevel(logging.INFO)
     log.propagate = False
 
+BEACONS = ".progress"  # OUT/.progress/: one small JSON file per worker counter
+BEACON_SECONDS = 15.0  # how often a worker rewrites a changed beacon: few writes, even on an object store
+
 
 class Progress:
-    """Counts work and logs a line at most every `interval` seconds."""
+    """Counts work and logs a line at most every `interval` seconds; with `beacons`, also writes its counts there."""
 
-    def __init__(self, name: str, total: int | None = None, interval: float = 5.0):
+    def __init__(self, name: str, total: int | None = None, interval: float = 5.0, beacons: str | None = None):
         self.name = name
         self.total = total
         self.interval = interval
-        self.docs = 0
-        self.tokens = 0
+        self.docs = self.tokens = self.bytes = 0
         self.started = time.monotonic()
+        self._started_at = self._updated_at = time.time()
         self._last_log = self.started
+        self._beacons = Folder(beacons) if beacons else None
+        self._beacon = f"{name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}.json"
 
-    def update(self, docs: int, tokens: int = 0) -> None:
+    def update(self, docs: int, tokens: int = 0, bytes_read: int = 0) -> None:
+        """Count work done; `bytes_read` credits input files read whole, and reaches the beacon at once."""
         self.docs += docs
         self.tokens += tokens
+        self.bytes += bytes_read
+        self._updated_at = time.time()
+        if self._beacons is not None:
+            if bytes_read:
+                self.write_beacon()
+            else:
+                _BEACON_WRITER.mark(self)
         now = time.monotonic()
         if now - self._last_log >= self.interval:
             self._last_log = now
             log.info(self.line())
+
+    def write_beacon(self) -> None:
+        counts = {"stage": self.name, "docs": self.docs, "tokens": self.tokens, "bytes": self.bytes,
+                  "started": self._started_at, "updated": self._updated_at}
+        self._beacons.write_text(self._beacon, json.dumps(counts))
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -44,14 +84,151 @@ class Progress:
         if self.tokens:
             parts.append(f"{self.tokens / elapsed:,.0f} tokens/s")
         if self.total:
-            remaining = max(self.total - self.docs, 0)
             parts.append(f"{100 * self.docs / self.total:.1f}%")
             if rate > 0:
-                parts.append(f"ETA {_duration(remaining / rate)}")
+                parts.append(f"ETA {_duration(max(self.total - self.docs, 0) / rate)}")
         return ", ".join(parts)
+
+
+class _BeaconWriter:
+    """One thread per process writes the beacons of the counters that changed, every BEACON_SECONDS,
+    so a stage's last counts reach the driver even when no update follows them."""
+
+    def __init__(self):
+        self._changed: set[Progress] = set()
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def mark(self, progress: Progress) -> None:
+        with self._lock:
+            self._changed.add(progress)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or this is a forked child
+                self._thread = threading.Thread(target=self._run, name="tpt-beacons", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(BEACON_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every changed beacon; when this returns, no write of an earlier change is still under way."""
+        with self._flushing:
+            with self._lock:
+                changed, self._changed = self._changed, set()
+            for progress in changed:
+                try:
+                    progress.write_beacon()
+                except OSError as error:  # progress is best effort; the next change writes it again
+                    log.debug("progress beacon: %s", error)
+
+
+_BEACON_WRITER = _BeaconWriter()
+atexit.register(_BEACON_WRITER.flush)
+
+
+@dataclass
+class StageCounts:
+    docs: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    started: float = float("inf")  # wall time the stage's first counter started
+    updated: float = 0.0  # and its last update
+
+
+class RunProgress:
+    """The driver's run-wide progress line, every `interval` seconds, from the workers' beacons."""
+
+    def __init__(self, beacons: str, stages: list[str], input_bytes: int, per_document: dict[str, int] | None = None,
+                 interval: float = BEACON_SECONDS):
+        self.folder = Folder(beacons)
+        self.stages = stages  # in pipeline order, "read" first
+        self.input_bytes = input_bytes
+        self.per_document = per_document or {}  # counted items per document, e.g. {"think": samples_per_document}
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tpt-run-progress", daemon=True)
+
+    def __enter__(self) -> RunProgress:
+        self.folder.remove("")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        _BEACON_WRITER.flush()  # counters of workers in this process (one local worker) write nothing after this
+        self.folder.remove("")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                log.info(self.line(self.counts()))
+            except (OSError, ValueError) as error:  # a beacon half-gone or unreadable: the next round reads it again
+                log.debug("run progress: %s", error)
+
+    def counts(self) -> dict[str, StageCounts]:
+        counts: dict[str, StageCounts] = {}
+        for name in self.folder.glob("*.json"):
+            beacon = self.folder.read_json(name)
+            stage = counts.setdefault(beacon["stage"], StageCounts())
+            stage.docs += beacon["docs"]
+            stage.tokens += beacon["tokens"]
+            stage.bytes += beacon["bytes"]
+            stage.started = min(stage.started, beacon["started"])
+            stage.updated = max(stage.updated, beacon["updated"])
+        return counts
+
+    def line(self, counts: dict[str, StageCounts]) -> str:
+        """`run: read 40% of 1.2 GB, 1,000 docs; truncate 1,000 docs (40%), 12.0 docs/s, ETA 0:02:05; ...; ETA 0:10:00`."""
+        read = counts.get("read", StageCounts())
+        share = min(read.bytes / self.input_bytes, 1.0) if self.input_bytes else 0.0
+        documents = read.docs / share if share else None  # the input's documents, estimated until it is read whole
+        parts, etas = [f"read {100 * share:.0f}% of {_size(self.input_bytes)}, {read.docs:,} docs"], []
+        for name in self.stages[1:]:
+            stage = counts.get(name)
+            if stage is None:
+                parts.append(f"{name} not started")
+                etas.append(None)
+                continue
+            elapsed = max(stage.updated - stage.started, 1e-9)  # a finished stage keeps its rate
+            rate = stage.docs / elapsed
+            text = f"{name} {stage.docs:,} docs, {rate:,.1f} docs/s"
+            if stage.tokens:
+                text += f", {stage.tokens / elapsed:,.0f} tokens/s"
+            eta = None
+            if documents and rate > 0:
+                total = documents * self.per_document.get(name, 1)
+                eta = max(total - stage.docs, 0) / rate
+                text += f", {100 * min(stage.docs / total, 1):.0f}%, ETA {_duration(eta)}"
+            parts.append(text)
+            etas.append(eta)
+        line = "run: " + "; ".join(parts)
+        if etas and all(eta is not None for eta in etas):
+            line += f" | run ETA {_duration(max(etas))}"
+        return line
+
+
+def track_run(config: PipelineConfig, stages: list[Stage], files: list[tuple[str, str]]) -> RunProgress:
+    """The run-wide progress line of a pipeline run over `files` ((source, path) pairs)."""
+    from tpt.io.output import OutputLayout
+    from tpt.io.read import file_size
+
+    per_document = {"think": config.generate.samples_per_document} if config.generate else {}
+    return RunProgress(OutputLayout(config.output.dir).url_of(BEACONS), ["read", *(stage.name for stage in stages)],
+                       sum(file_size(path) for _, path in files), per_document)
 
 
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:,.1f} {unit}"
+        count /= 1000
+    return f"{count:,.1f} TB"

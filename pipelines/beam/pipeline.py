@@ -19,6 +19,7 @@ from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
 from tpt.io.read import list_files
+from tpt.progress import BEACONS, track_run
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
 from tpt.stages.think import Think
@@ -27,16 +28,17 @@ LOCAL_RUNNER = "DirectRunner"
 
 
 def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout, stages: list[Stage], files: list[tuple[str, str]]) -> None:
+    beacons = layout.url_of(BEACONS)  # each worker's counts, for the run's progress line
     read = (
         pipeline
         | "ListFiles" >> beam.Create(files)
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadFiles(config.sources, config.truncate.max_doc_bytes)).with_outputs(REJECTS, main="records")
+        | "Read" >> beam.ParDo(ReadFiles(config.sources, config.truncate.max_doc_bytes, beacons)).with_outputs(REJECTS, main="records")
     )
     unique = read.records | "Deduplicate" >> Deduplicate()
     records, rejects = unique.records, [read[REJECTS], unique[REJECTS]]
     for stage in stages:
-        transform = Generate(stage) if isinstance(stage, Think) else ApplyStage(stage, stage.batch_size)
+        transform = Generate(stage) if isinstance(stage, Think) else ApplyStage(stage, stage.batch_size, beacons)
         staged = records | stage.name.title() >> transform
         records = staged.records
         rejects.append(staged[REJECTS])
@@ -64,7 +66,7 @@ def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, be
     layout = OutputLayout(config.output.dir)
     layout.clear_previous_outputs()
     started = time.monotonic()
-    with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+    with track_run(config, stages, files), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
         build(pipeline, config, layout, stages, files)
     engine = {"name": "beam", "runner": runner, "workers": workers}
     return finalize(layout, config, stages, time.monotonic() - started, engine)

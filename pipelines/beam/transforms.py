@@ -9,7 +9,7 @@ from apache_beam import pvalue
 
 from tpt.config import OutputConfig, SourceConfig
 from tpt.io.output import OutputLayout, part_name, part_of, write_part, write_rejects
-from tpt.io.read import read_file
+from tpt.io.read import file_size, read_file
 from tpt.progress import Progress
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage
@@ -26,27 +26,30 @@ def route(item: Record | Reject):
 class ReadFiles(beam.DoFn):
     """(source name, file path) -> the file's records; bad rows to the rejects output."""
 
-    def __init__(self, sources: list[SourceConfig], max_doc_bytes: int):
+    def __init__(self, sources: list[SourceConfig], max_doc_bytes: int, beacons: str):
         self.sources = {s.name: s for s in sources}
         self.max_doc_bytes = max_doc_bytes
+        self.beacons = beacons
 
     def setup(self) -> None:
-        self.progress = Progress("read")
+        self.progress = Progress("read", beacons=self.beacons)
 
     def process(self, element: tuple[str, str]) -> Iterator:
         name, path = element
         for item in read_file(self.sources[name], path, self.max_doc_bytes):
             self.progress.update(1)
             yield route(item)
+        self.progress.update(0, bytes_read=file_size(path))
 
 
 class _StageFn(beam.DoFn):
-    def __init__(self, stage: Stage):
+    def __init__(self, stage: Stage, beacons: str):
         self.stage = stage
+        self.beacons = beacons
 
     def setup(self) -> None:
         self.stage.setup()
-        self.progress = Progress(self.stage.name)
+        self.progress = Progress(self.stage.name, beacons=self.beacons)
 
     def process(self, batch: list[Record]) -> Iterator:
         self.progress.update(len(batch))
@@ -57,16 +60,17 @@ class _StageFn(beam.DoFn):
 class ApplyStage(beam.PTransform):
     """Run a core stage over batches of records; outputs `records` and `rejects`."""
 
-    def __init__(self, stage: Stage, batch_size: int):
+    def __init__(self, stage: Stage, batch_size: int, beacons: str):
         super().__init__()
         self.stage = stage
         self.batch_size = batch_size
+        self.beacons = beacons
 
     def expand(self, records):
         return (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Process" >> beam.ParDo(_StageFn(self.stage)).with_outputs(REJECTS, main="records")
+            | "Process" >> beam.ParDo(_StageFn(self.stage, self.beacons)).with_outputs(REJECTS, main="records")
         )
 
 

@@ -23,6 +23,7 @@ from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout
 from tpt.io.read import list_files
 from tpt.io.storage import Folder
+from tpt.progress import BEACONS, track_run
 from tpt.stages import build_stages, output_fields
 
 log = logging.getLogger(__name__)
@@ -47,18 +48,20 @@ class DatatroveRun:
         self.executor, self.workers = executor, workers
         self.tasks = tasks or config.output.parts
         self.files = [(source.name, path) for source in config.sources for path in list_files(source)]
+        self.stages = build_stages(self.config)
         self.work = Folder(self.layout.url_of(WORK))
         self.shuffle = self.work.url_of(SHUFFLE)
         self.logs = Folder(config.datatrove.logging_dir or self.work.url_of("logs"))
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
 
     def jobs(self, started: float) -> list[Job]:
-        config, stages = self.config, build_stages(self.config)
+        config, stages = self.config, self.stages
         separator = config.generate.separator if config.generate else None
+        beacons = self.layout.url_of(BEACONS)  # each task's counts, for the run's progress line
         return [
-            Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes),
+            Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes, beacons),
                          ScatterById(self.shuffle, self.tasks)], min(len(self.files), self.tasks)),
-            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage) for stage in stages),
+            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage, beacons) for stage in stages),
                              WriteParts(self.layout.url, output_fields(config, stages), config.output, separator)], self.tasks),
             Job(FINALIZE_JOB, [Finalize(config, stages, self.shuffle, started, self.engine)], 1),
         ]
@@ -88,9 +91,11 @@ def run(config: PipelineConfig, executor: str = "local", tasks: int | None = Non
     if plan.start_or_resume():
         log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
     *_, last = plan.executors(time.time())
-    last.run()  # runs or submits the jobs it depends on first
     if executor == "slurm":
+        last.run()  # submits the jobs it depends on first
         return None
+    with track_run(plan.config, plan.stages, plan.files):
+        last.run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)
 
 

@@ -12,7 +12,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipelines.datatrove.documents import to_document
 from tpt.config import SourceConfig
-from tpt.io.read import read_file
+from tpt.io.read import file_size, read_file
 from tpt.progress import Progress
 from tpt.schema import Reject
 
@@ -23,14 +23,15 @@ class ReadSources(PipelineStep):
     name = "read"
     type = "tpt reader"
 
-    def __init__(self, files: list[tuple[str, str]], sources: list[SourceConfig], max_doc_bytes: int):
+    def __init__(self, files: list[tuple[str, str]], sources: list[SourceConfig], max_doc_bytes: int, beacons: str):
         super().__init__()
         self.files = files
         self.sources = {s.name: s for s in sources}
         self.max_doc_bytes = max_doc_bytes
+        self.beacons = beacons
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        progress = Progress(f"read task {rank}")
+        progress = Progress("read", beacons=self.beacons)
         for name, path in self.files[rank::world_size]:
             for item in read_file(self.sources[name], path, self.max_doc_bytes):
                 progress.update(1)
@@ -39,3 +40,4 @@ class ReadSources(PipelineStep):
                 else:
                     self.stat_update("documents")
                 yield to_document(item)
+            progress.update(0, bytes_read=file_size(path))

@@ -18,14 +18,15 @@ class ApplyStage(PipelineStep):
 
     type = "tpt stage"
 
-    def __init__(self, stage: Stage):
+    def __init__(self, stage: Stage, beacons: str):
         self.name = stage.name  # before the base class names the step's stats after it
         super().__init__()
         self.stage = stage
+        self.beacons = beacons
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         self.stage.setup()
-        progress = Progress(f"{self.stage.name} task {rank}")
+        progress = None if getattr(self.stage, "own_progress", False) else Progress(self.stage.name, beacons=self.beacons)
         batch: list[Record] = []
         for document in data:
             if is_reject(document):
@@ -38,10 +39,11 @@ class ApplyStage(PipelineStep):
         if batch:
             yield from self._process(batch, progress)
 
-    def _process(self, batch: list[Record], progress: Progress) -> Iterator[Document]:
+    def _process(self, batch: list[Record], progress: Progress | None) -> Iterator[Document]:
         with self.track_time(unit="batch"):
             results = self.stage.process(batch)
-        progress.update(len(batch))
+        if progress is not None:
+            progress.update(len(batch))
         for item in results:
             self.stat_update(f"rejected_{item.reason}" if isinstance(item, Reject) else "kept")
             yield to_document(item)

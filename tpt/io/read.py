@@ -33,6 +33,11 @@ def list_files(source: SourceConfig) -> list[str]:
     return paths
 
 
+def file_size(path: str) -> int:
+    fs, path = fsspec.core.url_to_fs(path)
+    return fs.size(path)
+
+
 def file_format(source: SourceConfig, path: str) -> str:
     if source.format:
         return source.format

@@ -3,7 +3,8 @@
 Engines construct a stage in the driver (it must pickle: configuration only),
 call `setup()` once per worker process to load tokenizers or models, then
 `process()` on batches. A stage returns each record it keeps, changed, and a
-`Reject` for each it sets aside; it never drops one.
+`Reject` for each it sets aside; it never drops one. Engines count a stage's
+progress per batch, unless it has `own_progress = True` and counts finer itself.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
 from tpt.generate.store import ThinkingStore, read_entries
 from tpt.generate.types import Completion, Request
 from tpt.io.output import OutputLayout, read_rejects
-from tpt.progress import Progress
+from tpt.progress import BEACONS, Progress
 from tpt.schema import Record, Reject
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,14 @@ STORE = "thinking"  # OUT/thinking/
 class Think:
     name: ClassVar[str] = "think"
     adds: ClassVar[tuple[str, ...]] = ("thinking", "thinking_tokens", "finish_reason", "thinking_flags", "sample_tokens")
+    own_progress: ClassVar[bool] = True  # counts each generation, and its tokens, as it finishes
 
     def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None):
         if not output_dir:
             raise ValueError("generate: the think stage keeps its results in OUT/thinking/: set output.dir or pass --output")
         self.config = config
         self.tokenizer = tokenizer  # the teacher's, for thinking_tokens and sample_tokens
+        self.output_dir = output_dir
         self.store_dir = OutputLayout(output_dir).url_of(STORE)
         self.batch_size = config.batch_size
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
@@ -61,7 +63,7 @@ class Think:
         store = ThinkingStore(self.store_dir, self.run_id, self.config.flush_every_docs, self.config.flush_every_seconds)
         self._stored = store.index()  # where each stored result is; the texts stay in the store
         store.open(backend=self.config.backend, model=self.config.model)
-        self._progress = Progress(self.name)
+        self._progress = Progress(self.name, beacons=OutputLayout(self.output_dir).url_of(BEACONS))
         self._store = store
 
     def process(self, batch: list[Record]) -> list[Record | Reject]:

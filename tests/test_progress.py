@@ -1,0 +1,52 @@
+"""The run-wide progress line: workers' beacons summed per stage, totals estimated from the input read, ETAs."""
+
+from __future__ import annotations
+
+from tpt.progress import Progress, RunProgress, StageCounts
+
+STAGES = ["read", "truncate", "classify", "think"]
+
+
+def test_beacons_of_every_worker_add_up_per_stage(tmp_path):
+    beacons = str(tmp_path / "beacons")
+    first, second = Progress("read", beacons=beacons), Progress("read", beacons=beacons)
+    first.update(100)
+    first.update(0, bytes_read=400)  # a file read whole is reported at once
+    second.update(50)
+    second.write_beacon()
+    think = Progress("think", beacons=beacons)
+    think.update(30, tokens=3000)
+    think.write_beacon()
+    counts = RunProgress(beacons, STAGES, input_bytes=1000).counts()
+    assert counts.keys() == {"read", "think"}
+    assert (counts["read"].docs, counts["read"].bytes) == (150, 400)
+    assert (counts["think"].docs, counts["think"].tokens) == (30, 3000)
+
+
+def test_stage_totals_are_estimated_from_the_share_of_input_read():
+    now = 10_000.0
+    progress = RunProgress("unused", STAGES, input_bytes=1000, per_document={"think": 2})
+    counts = {
+        "read": StageCounts(docs=400, bytes=500, started=now - 100, updated=now),  # half the bytes: about 800 documents in all
+        "truncate": StageCounts(docs=400, started=now - 100, updated=now),  # 4 docs/s, 400 to go
+        "think": StageCounts(docs=100, tokens=5000, started=now - 60, updated=now - 10),  # 2 samples a document: 1,600 to make, 2 a second
+    }
+    line = progress.line(counts)
+    assert line.startswith("run: read 50% of 1.0 KB, 400 docs; ")
+    assert "truncate 400 docs, 4.0 docs/s, 50%, ETA 0:01:40" in line
+    assert "classify not started" in line and "run ETA" not in line  # unknown until every stage runs
+    assert "think 100 docs, 2.0 docs/s, 100 tokens/s, 6%, ETA 0:12:30" in line
+
+    counts["classify"] = StageCounts(docs=800, started=now - 200, updated=now - 100)  # done: its rate is kept, nothing to go
+    line = progress.line(counts)
+    assert "classify 800 docs, 8.0 docs/s, 100%, ETA 0:00:00" in line and line.endswith(" | run ETA 0:12:30")  # the slowest stage
+
+
+def test_the_beacon_folder_is_cleared_before_and_after_a_run(tmp_path):
+    beacons = tmp_path / "beacons"
+    Progress("read", beacons=str(beacons)).update(0, bytes_read=1)  # a beacon left by an earlier run
+    with RunProgress(str(beacons), STAGES, input_bytes=1, interval=3600) as progress:
+        assert progress.counts() == {}
+        Progress("read", beacons=str(beacons)).update(1, bytes_read=1)
+        assert progress.counts()["read"].docs == 1
+    assert not beacons.exists()
