@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
+from streaming.base.util import merge_index
 
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
@@ -45,20 +49,26 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], 
 
 
 def merge_mds_indexes(layout: OutputLayout) -> None:
-    """OUT/mds/<source>/index.json: the shards of all the source's parts, each named by its part folder.
+    """OUT/mds/<source>/index.json: the shards of all the source's parts, merged by streaming's `merge_index`.
 
-    Rebuilt from the parts' own indexes every time, so repeating it is harmless.
+    Rebuilt from the parts' own indexes every time, so repeating it is harmless. The part
+    indexes are copied to a local folder first (merge_index reads local files, and remote
+    ones only from the clouds it has clients for), so it works at any fsspec URL.
     """
-    shards: dict[str, list[dict]] = {}
+    parts: dict[str, list[str]] = {}
     for name in layout.glob(f"{layout.mds}/*/part-*/index.json"):
-        _, source, part, _ = name.split("/")
-        for shard in layout.read_json(name)["shards"]:
-            for data in ("raw_data", "zip_data"):
-                if shard.get(data):
-                    shard[data]["basename"] = f"{part}/{shard[data]['basename']}"
-            shards.setdefault(source, []).append(shard)
-    for source, source_shards in shards.items():
-        layout.write_text(f"{layout.mds}/{source}/index.json", json.dumps({"version": 2, "shards": source_shards}))
+        parts.setdefault(name.split("/")[1], []).append(name)
+    for source, names in parts.items():
+        with tempfile.TemporaryDirectory(prefix="tpt-index-") as work:
+            copies = [os.path.join(work, *name.split("/")[2:]) for name in names]  # merge_index names shards by part folder
+            for name, copy in zip(names, copies):
+                os.makedirs(os.path.dirname(copy))
+                layout.fs.get_file(layout.path(name), copy)
+            merged = os.path.join(work, "merged")
+            os.mkdir(merged)
+            merge_index(copies, merged, keep_local=True)
+            with layout.staged_file(f"{layout.mds}/{source}/index.json") as target:
+                shutil.copyfile(os.path.join(merged, "index.json"), target)
 
 
 def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter) -> None:
