@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tpt.progress import Progress, RunProgress, StageCounts
+from tpt.progress import BEACONS, Progress, RunProgress, StageCounts
 
 STAGES = ["read", "truncate", "classify", "think"]
 
@@ -50,3 +50,14 @@ def test_the_beacon_folder_is_cleared_before_and_after_a_run(tmp_path):
         Progress("read", beacons=str(beacons)).update(1, bytes_read=1)
         assert progress.counts()["read"].docs == 1
     assert not beacons.exists()
+
+
+def test_tpt_progress_shows_the_line_of_a_run_no_driver_follows(tmp_path, capsys):
+    from tpt.cli import main as cli
+
+    out = tmp_path / "out"
+    assert cli(["progress", str(out)]) == 2 and "no run in progress" in capsys.readouterr().err
+    RunProgress(str(out / BEACONS), STAGES, input_bytes=2000).start()  # what a Slurm submission leaves
+    Progress("read", beacons=str(out / BEACONS)).update(10, bytes_read=1000)
+    assert cli(["progress", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("run: read 50% of 2.0 KB, 10 docs; truncate not started")

@@ -15,6 +15,7 @@ import warnings
 # name -> module with a docstring (its help), add_arguments(parser) and main(args) -> exit code
 COMMANDS = {
     "run": "tpt.commands.run",
+    "progress": "tpt.commands.progress",
     "assets": "tpt.commands.assets",
     "label": "tpt.commands.label",
     "classifiers": "tpt.commands.classifiers",

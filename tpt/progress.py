@@ -5,7 +5,9 @@ Each worker's `Progress` logs its own line and, given a beacon folder
 driver's `RunProgress` reads every beacon and logs one line for the run: how
 much of the input is read, and per stage the documents done, the rate and an
 ETA. Until the input is read whole, a stage's total is estimated from the
-documents read so far and the share of input bytes they came from.
+documents read so far and the share of input bytes they came from. The run's
+plan (stages, input size) is kept beside the beacons, so `tpt progress OUT`
+shows the same line for a run no driver follows (Slurm jobs).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ if not log.handlers:
     log.setLevel(logging.INFO)
     log.propagate = False
 
-BEACONS = ".progress"  # OUT/.progress/: one small JSON file per worker counter
+BEACONS = ".progress"  # OUT/.progress/: one small JSON file per worker counter, and the run's plan
+PLAN = "plan.json"
 BEACON_SECONDS = 15.0  # how often a worker rewrites a changed beacon: few writes, even on an object store
 
 
@@ -138,7 +141,7 @@ class StageCounts:
 
 
 class RunProgress:
-    """The driver's run-wide progress line, every `interval` seconds, from the workers' beacons."""
+    """The run-wide progress line from the workers' beacons: in the driver every `interval` seconds, or on demand."""
 
     def __init__(self, beacons: str, stages: list[str], input_bytes: int, per_document: dict[str, int] | None = None,
                  interval: float = BEACON_SECONDS):
@@ -150,8 +153,19 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tpt-run-progress", daemon=True)
 
-    def __enter__(self) -> RunProgress:
+    @classmethod
+    def of_run(cls, beacons: str) -> RunProgress:
+        """The progress of the run whose plan is in `beacons`."""
+        return cls(beacons, **Folder(beacons).read_json(PLAN))
+
+    def start(self) -> None:
+        """Clear what an earlier run left and write this run's plan."""
         self.folder.remove("")
+        plan = {"stages": self.stages, "input_bytes": self.input_bytes, "per_document": self.per_document}
+        self.folder.write_text(PLAN, json.dumps(plan))
+
+    def __enter__(self) -> RunProgress:
+        self.start()
         self._thread.start()
         return self
 
@@ -164,13 +178,17 @@ class RunProgress:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                log.info(self.line(self.counts()))
+                counts = self.counts()
+                if counts:  # none before the first beacon, or once a finalize step has cleared them
+                    log.info(self.line(counts))
             except (OSError, ValueError) as error:  # a beacon half-gone or unreadable: the next round reads it again
                 log.debug("run progress: %s", error)
 
     def counts(self) -> dict[str, StageCounts]:
         counts: dict[str, StageCounts] = {}
         for name in self.folder.glob("*.json"):
+            if name == PLAN:
+                continue
             beacon = self.folder.read_json(name)
             stage = counts.setdefault(beacon["stage"], StageCounts())
             stage.docs += beacon["docs"]

@@ -15,7 +15,7 @@ OVERVIEW_COLUMNS = ("class", "samples", "thinking_samples", "thinking_mean", "th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="OUT", help="run output folders")
+    parser.add_argument("runs", nargs="+", metavar="OUT", help="run output folders or URLs (gs://...)")
     parser.add_argument("--sql", help="a query over the view `samples`")
     parser.add_argument("--output", help="write the query result to FILE.csv or FILE.parquet instead of printing it")
     parser.add_argument("--max-rows", type=int, default=50, help="rows to print (default: 50)")

@@ -15,6 +15,7 @@ from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
 from tpt.io.storage import Folder
+from tpt.progress import BEACONS
 from tpt.stages.base import Stage
 
 
@@ -32,4 +33,5 @@ class Finalize(PipelineStep):
             summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
         Folder(self.shuffle).remove("")  # the shuffle files are spent once the run is merged
+        layout.remove(BEACONS)  # and the run's progress counts (a local driver clears them too)
 

@@ -91,10 +91,12 @@ def run(config: PipelineConfig, executor: str = "local", tasks: int | None = Non
     if plan.start_or_resume():
         log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
     *_, last = plan.executors(time.time())
+    progress = track_run(plan.config, plan.stages, plan.files)
     if executor == "slurm":
+        progress.start()  # for `tpt progress OUT`, from the tasks' beacons
         last.run()  # submits the jobs it depends on first
         return None
-    with track_run(plan.config, plan.stages, plan.files):
+    with progress:
         last.run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)
 

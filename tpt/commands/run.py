@@ -56,7 +56,8 @@ def run_datatrove(config, args: argparse.Namespace) -> int:
         return 0
     summary = pipeline.run(config, args.executor, args.tasks, workers)
     if summary is None:
-        print(f"tpt run: Slurm jobs submitted; the summary will be at {config.output.dir}/summary.json")
+        print(f"tpt run: Slurm jobs submitted; follow them with `tpt progress {config.output.dir}`; "
+              f"the summary will be at {config.output.dir}/summary.json")
     else:
         print(render_summary(summary))
     return 0
