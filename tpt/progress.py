@@ -76,9 +76,13 @@ class Progress:
             log.info(self.line())
 
     def write_beacon(self) -> None:
+        """Best effort: a failed write is logged, and the next change writes the counts again."""
         counts = {"stage": self.name, "docs": self.docs, "tokens": self.tokens, "bytes": self.bytes,
                   "started": self._started_at, "updated": self._updated_at}
-        self._beacons.write_text(self._beacon, json.dumps(counts))
+        try:
+            self._beacons.write_text(self._beacon, json.dumps(counts))
+        except Exception as error:  # any filesystem's error: progress must never fail the work it reports on
+            log.debug("progress beacon %s: %s", self._beacon, error)
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -121,10 +125,7 @@ class _BeaconWriter:
             with self._lock:
                 changed, self._changed = self._changed, set()
             for progress in changed:
-                try:
-                    progress.write_beacon()
-                except OSError as error:  # progress is best effort; the next change writes it again
-                    log.debug("progress beacon: %s", error)
+                progress.write_beacon()
 
 
 _BEACON_WRITER = _BeaconWriter()
@@ -181,7 +182,7 @@ class RunProgress:
                 counts = self.counts()
                 if counts:  # none before the first beacon, or once a finalize step has cleared them
                     log.info(self.line(counts))
-            except (OSError, ValueError) as error:  # a beacon half-gone or unreadable: the next round reads it again
+            except Exception as error:  # a beacon half-gone or unreadable, the store unreachable: the next round tries again
                 log.debug("run progress: %s", error)
 
     def counts(self) -> dict[str, StageCounts]:

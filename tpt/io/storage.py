@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,7 +82,7 @@ class Folder:
         target = self.path(name)
         if self.is_local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            local = f"{target}.tmp{os.getpid()}"
+            local = f"{target}.tmp{os.getpid()}.{secrets.token_hex(4)}"  # unique per writer, threads included
             try:
                 yield local
                 os.replace(local, target)
