@@ -112,3 +112,28 @@ def test_cli_names_the_missing_fsspec_backend_of_a_url_output(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
     result = run_cli("run", str(tmp_path / "c.yaml"), "--output", "s3://bucket/run")
     assert result.returncode == 2 and "s3fs" in result.stderr
+
+
+def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config, gcs_bucket):
+    """What can be checked of a Dataflow job offline: its options, and the graph it would be sent, to gs:// output."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions, StandardOptions
+
+    from pipelines.beam.pipeline import build, pipeline_options
+    from tpt.io.read import list_files
+    from tpt.stages import build_stages
+
+    args = ["--project", "p", "--region", "us-central1", "--temp_location", f"{gcs_bucket}/tmp", "--setup_file", "./setup.py"]
+    options = pipeline_options("DataflowRunner", 2, args)
+    cloud = options.view_as(GoogleCloudOptions)
+    assert options.view_as(StandardOptions).runner == "DataflowRunner" and options.view_as(SetupOptions).setup_file == "./setup.py"
+    assert (cloud.project, cloud.region, cloud.temp_location) == ("p", "us-central1", f"{gcs_bucket}/tmp")
+    direct = options.view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("in_memory", 1)  # the defaults: no local runner options
+
+    config = demo_config.with_output_dir(f"{gcs_bucket}/dataflow")
+    pipeline = beam.Pipeline()  # Dataflow validates its options against Google Cloud when given them: not offline
+    build(pipeline, config, OutputLayout(config.output.dir), build_stages(config),
+          [(source.name, path) for source in config.sources for path in list_files(source)])
+    transforms = pipeline.to_runner_api().components.transforms.values()  # every DoFn pickles, as for submission
+    assert {"Read", "Deduplicate", "Truncate", "Classify", "Write", "WriteRejects"} <= {t.unique_name for t in transforms}
