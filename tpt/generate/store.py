@@ -139,8 +139,7 @@ def scan(folder: Folder, run_id: str | None = None) -> Iterator[tuple[Location, 
 
 
 def _part_lines(folder: Folder, names: list[str]) -> Iterator[tuple[str, Iterable[bytes]]]:
-    """Each part's lines: local files streamed; objects fetched OBJECTS_PER_FETCH at a time, concurrently
-    on filesystems that can (gcsfs, s3fs), since an object store holds one small object per flush."""
+    """Each part's lines: local files streamed; objects (one small one per flush) fetched OBJECTS_PER_FETCH at a time."""
     if folder.is_local:
         for name in names:
             with open(folder.path(name), "rb") as stream:
@@ -148,6 +147,5 @@ def _part_lines(folder: Folder, names: list[str]) -> Iterator[tuple[str, Iterabl
         return
     for start in range(0, len(names), OBJECTS_PER_FETCH):
         chunk = names[start:start + OBJECTS_PER_FETCH]
-        data = folder.fs.cat([folder.path(name) for name in chunk])
-        for name in chunk:
-            yield name, data[folder.path(name)].splitlines(keepends=True)
+        for name, data in zip(chunk, folder.read_many(chunk)):
+            yield name, data.splitlines(keepends=True)

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -61,9 +62,9 @@ def merge_mds_indexes(layout: OutputLayout) -> None:
     for source, names in parts.items():
         with tempfile.TemporaryDirectory(prefix="tpt-index-") as work:
             copies = [os.path.join(work, *name.split("/")[2:]) for name in names]  # merge_index names shards by part folder
-            for name, copy in zip(names, copies):
+            for copy, data in zip(copies, layout.read_many(names)):
                 os.makedirs(os.path.dirname(copy))
-                layout.fs.get_file(layout.path(name), copy)
+                Path(copy).write_bytes(data)
             merged = os.path.join(work, "merged")
             os.mkdir(merged)
             merge_index(copies, merged, keep_local=True)

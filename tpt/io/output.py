@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from streaming import MDSWriter
 
 from tpt.config import OutputConfig, parse_size
@@ -100,8 +101,8 @@ def write_rejects(layout: OutputLayout, source: str, part: str, rejects: Iterabl
 
 def read_rejects(layout: OutputLayout) -> list[dict]:
     rows = []
-    for name in layout.glob(f"{layout.rejects}/*/*.jsonl"):
-        rows.extend(json.loads(line) for line in layout.read_text(name).splitlines())
+    for data in layout.read_many(layout.glob(f"{layout.rejects}/*/*.jsonl")):
+        rows.extend(json.loads(line) for line in data.splitlines())
     return rows
 
 
@@ -116,7 +117,7 @@ def merge_manifest(layout: OutputLayout) -> pa.Table:
     if not layout.exists(layout.manifest_merged):
         parts = layout.glob(f"{layout.manifest_parts}/*/*.parquet")
         if parts or not layout.exists(layout.manifest):
-            tables = [layout.read_parquet(p, schema=MANIFEST_SCHEMA) for p in parts]
+            tables = [pq.read_table(pa.BufferReader(data), schema=MANIFEST_SCHEMA) for data in layout.read_many(parts)]
             table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
             table = table.sort_by([("source", "ascending"), ("id", "ascending")])
             layout.write_parquet(layout.manifest, table)

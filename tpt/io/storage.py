@@ -64,6 +64,13 @@ class Folder:
     def read_json(self, name: str):
         return json.loads(self.read_text(name))
 
+    def read_many(self, names: list[str]) -> list[bytes]:
+        """The contents of `names`, in order; fetched concurrently where the filesystem can (gcsfs, s3fs),
+        since a finished run's many small parts would take minutes one by one on an object store."""
+        paths = [self.path(name) for name in names]
+        contents = self.fs.cat(paths) if paths else {}
+        return [contents[path] for path in paths]
+
     def write_text(self, name: str, text: str) -> None:
         with self.staged_file(name) as local:
             Path(local).write_text(text, encoding="utf-8")
