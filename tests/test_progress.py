@@ -10,13 +10,12 @@ STAGES = ["read", "truncate", "classify", "think"]
 def test_beacons_of_every_worker_add_up_per_stage(tmp_path):
     beacons = str(tmp_path / "beacons")
     first, second = Progress("read", beacons=beacons), Progress("read", beacons=beacons)
-    first.update(100)
-    first.update(0, bytes_read=400)  # a file read whole is reported at once
+    first.update(100, bytes_read=400)
     second.update(50)
-    second.write_beacon()
     think = Progress("think", beacons=beacons)
     think.update(30, tokens=3000)
-    think.write_beacon()
+    for progress in (first, second, think):
+        progress.write_beacon()  # what each worker process's beacon writer does within BEACON_SECONDS
     counts = RunProgress(beacons, STAGES, input_bytes=1000).counts()
     assert counts.keys() == {"read", "think"}
     assert (counts["read"].docs, counts["read"].bytes) == (150, 400)
@@ -44,10 +43,12 @@ def test_stage_totals_are_estimated_from_the_share_of_input_read():
 
 def test_the_beacon_folder_is_cleared_before_and_after_a_run(tmp_path):
     beacons = tmp_path / "beacons"
-    Progress("read", beacons=str(beacons)).update(0, bytes_read=1)  # a beacon left by an earlier run
+    Progress("read", beacons=str(beacons)).write_beacon()  # a beacon left by an earlier run
     with RunProgress(str(beacons), STAGES, input_bytes=1, interval=3600) as progress:
         assert progress.counts() == {}
-        Progress("read", beacons=str(beacons)).update(1, bytes_read=1)
+        reader = Progress("read", beacons=str(beacons))
+        reader.update(1, bytes_read=1)
+        reader.write_beacon()
         assert progress.counts()["read"].docs == 1
     assert not beacons.exists()
 
@@ -58,6 +59,8 @@ def test_tpt_progress_shows_the_line_of_a_run_no_driver_follows(tmp_path, capsys
     out = tmp_path / "out"
     assert cli(["progress", str(out)]) == 2 and "no run in progress" in capsys.readouterr().err
     RunProgress(str(out / BEACONS), STAGES, input_bytes=2000).start()  # what a Slurm submission leaves
-    Progress("read", beacons=str(out / BEACONS)).update(10, bytes_read=1000)
+    reader = Progress("read", beacons=str(out / BEACONS))
+    reader.update(10, bytes_read=1000)
+    reader.write_beacon()
     assert cli(["progress", str(out)]) == 0
     assert capsys.readouterr().out.startswith("run: read 50% of 2.0 KB, 10 docs; truncate not started")

@@ -12,7 +12,7 @@ import zstandard
 
 from tests.conftest import write_jsonl
 from tpt.config import SourceConfig
-from tpt.io.read import list_files, read_file
+from tpt.io.read import LINES_PER_CREDIT, list_files, read_file
 from tpt.schema import Record, Reject, content_id
 
 ROWS = [{"id": "a", "text": "alpha"}, {"id": 7, "text": "beta"}, {"text": "gamma"}]
@@ -108,3 +108,20 @@ def test_unknown_extension_needs_a_format(tmp_path):
     path.write_text("x")
     with pytest.raises(ValueError, match="set `format: jsonl|parquet`"):
         read_all(SourceConfig(name="s", path=str(path)))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"])
+def test_bytes_read_are_reported_as_reading_goes_and_add_up_to_the_file(tmp_path, suffix):
+    rows = [{"id": str(i), "text": f"document {i} " * (i % 50 + 1)} for i in range(3 * LINES_PER_CREDIT)]
+    path = tmp_path / f"s{suffix}"
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
+    else:
+        path.write_bytes({".jsonl": bytes, ".jsonl.gz": gzip.compress, ".jsonl.zst": zstandard.compress}[suffix](data))
+    credits, seen = [], []
+    source = SourceConfig(name="s", path=str(path))
+    for record in read_file(source, str(path), 2**20, on_bytes=lambda n: credits.append((n, len(seen)))):
+        seen.append(record.id)
+    assert len(seen) == len(rows) and sum(n for n, _ in credits) == path.stat().st_size
+    assert credits[0][1] < len(rows)  # the first bytes are reported before the last row is read

@@ -60,16 +60,13 @@ class Progress:
         self._beacon = f"{name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}.json"
 
     def update(self, docs: int, tokens: int = 0, bytes_read: int = 0) -> None:
-        """Count work done; `bytes_read` credits input files read whole, and reaches the beacon at once."""
+        """Count work done: documents, tokens made, and bytes of input read."""
         self.docs += docs
         self.tokens += tokens
         self.bytes += bytes_read
         self._updated_at = time.time()
         if self._beacons is not None:
-            if bytes_read:
-                self.write_beacon()
-            else:
-                _BEACON_WRITER.mark(self)
+            _BEACON_WRITER.mark(self)
         now = time.monotonic()
         if now - self._last_log >= self.interval:
             self._last_log = now

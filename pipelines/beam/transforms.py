@@ -9,7 +9,7 @@ from apache_beam import pvalue
 
 from tpt.config import OutputConfig, SourceConfig
 from tpt.io.output import OutputLayout, part_name, part_of, write_part, write_rejects
-from tpt.io.read import file_size, read_file
+from tpt.io.read import read_file
 from tpt.progress import Progress
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage
@@ -36,10 +36,9 @@ class ReadFiles(beam.DoFn):
 
     def process(self, element: tuple[str, str]) -> Iterator:
         name, path = element
-        for item in read_file(self.sources[name], path, self.max_doc_bytes):
+        for item in read_file(self.sources[name], path, self.max_doc_bytes, on_bytes=lambda n: self.progress.update(0, bytes_read=n)):
             self.progress.update(1)
             yield route(item)
-        self.progress.update(0, bytes_read=file_size(path))
 
 
 class _StageFn(beam.DoFn):

@@ -12,7 +12,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipelines.datatrove.documents import to_document
 from tpt.config import SourceConfig
-from tpt.io.read import file_size, read_file
+from tpt.io.read import read_file
 from tpt.progress import Progress
 from tpt.schema import Reject
 
@@ -33,11 +33,10 @@ class ReadSources(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         progress = Progress("read", beacons=self.beacons)
         for name, path in self.files[rank::world_size]:
-            for item in read_file(self.sources[name], path, self.max_doc_bytes):
+            for item in read_file(self.sources[name], path, self.max_doc_bytes, on_bytes=lambda n: progress.update(0, bytes_read=n)):
                 progress.update(1)
                 if isinstance(item, Reject):
                     self.stat_update(f"rejected_{item.reason}")
                 else:
                     self.stat_update("documents")
                 yield to_document(item)
-            progress.update(0, bytes_read=file_size(path))

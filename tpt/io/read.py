@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
@@ -21,6 +21,7 @@ from tpt.schema import Record, Reject, content_id
 
 STAGE = "read"
 EXCERPT = 200
+LINES_PER_CREDIT = 4096  # how often a JSONL reader reports the bytes it has read
 
 
 def list_files(source: SourceConfig) -> list[str]:
@@ -49,18 +50,43 @@ def file_format(source: SourceConfig, path: str) -> str:
     raise ValueError(f"source {source.name!r}: cannot tell the format of {path}; set `format: jsonl|parquet`")
 
 
-def read_file(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[Record | Reject]:
-    """Every row of one file as a `Record`, or a `Reject` saying why it is not one."""
-    rows = _parquet_rows(source, path) if file_format(source, path) == "parquet" else _jsonl_rows(source, path, max_doc_bytes)
+def read_file(source: SourceConfig, path: str, max_doc_bytes: int,
+              on_bytes: Callable[[int], None] | None = None) -> Iterator[Record | Reject]:
+    """Every row of one file as a `Record`, or a `Reject` saying why it is not one.
+
+    `on_bytes` is told, as reading goes, how many more bytes of the file (as stored,
+    compressed or not) are read; by the end they add up to the file's size.
+    """
+    credit = _Credit(file_size(path) if on_bytes else 0, on_bytes)
+    parquet = file_format(source, path) == "parquet"
+    rows = _parquet_rows(source, path, credit) if parquet else _jsonl_rows(source, path, max_doc_bytes, credit)
     for location, row in rows:
         yield row if isinstance(row, Reject) else _to_record(source, location, row, max_doc_bytes)
+    credit.to(credit.size)
 
 
-def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator[tuple[str, dict | Reject]]:
-    with fsspec.open(path, mode="rb", compression="infer") as raw:
+class _Credit:
+    """Reports a file's bytes as they are read."""
+
+    def __init__(self, size: int, on_bytes: Callable[[int], None] | None):
+        self.size, self.on_bytes, self.done = size, on_bytes, 0
+
+    def to(self, position: int) -> None:
+        position = min(position, self.size)
+        if self.on_bytes is not None and position > self.done:
+            self.on_bytes(position - self.done)
+            self.done = position
+
+
+def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Credit) -> Iterator[tuple[str, dict | Reject]]:
+    opened = fsspec.open(path, mode="rb", compression="infer")
+    with opened as raw:
+        stored = opened.fobjects[0]  # the file as stored, under any decompression: where reading is, in its bytes
         # zstandard's reader cannot iterate lines; a buffer over it can
         stream = io.BufferedReader(raw) if isinstance(raw, zstandard.ZstdDecompressionReader) else raw
         for number, line in enumerate(stream, start=1):
+            if number % LINES_PER_CREDIT == 0:
+                credit.to(stored.tell())
             location = f"{path}:{number}"
             if not line.strip():
                 continue
@@ -83,7 +109,7 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int) -> Iterator
             yield location, row
 
 
-def _parquet_rows(source: SourceConfig, path: str) -> Iterator[tuple[str, dict]]:
+def _parquet_rows(source: SourceConfig, path: str, credit: _Credit) -> Iterator[tuple[str, dict]]:
     with fsspec.open(path, mode="rb") as stream:
         parquet = pq.ParquetFile(stream)
         names = set(parquet.schema_arrow.names)
@@ -93,6 +119,7 @@ def _parquet_rows(source: SourceConfig, path: str) -> Iterator[tuple[str, dict]]
             for row in batch.to_pylist():
                 number += 1
                 yield f"{path}:row {number}", row
+            credit.to(credit.size * number // max(parquet.metadata.num_rows, 1))  # bytes in proportion to rows
 
 
 def _to_record(source: SourceConfig, location: str, row: dict[str, Any], max_doc_bytes: int) -> Record | Reject:
