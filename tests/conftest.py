@@ -56,6 +56,9 @@ def gcs_bucket() -> str:
         port = probe.getsockname()[1]
     server = create_server("localhost", port, in_memory=True, default_bucket="tpt-test")
     server.start()
+    # Its HTTP server listens with a backlog of 5, but gcsfs opens dozens of connections at once: the kernel
+    # would drop the rest of them half-open, and a client then waits minutes on a connection nobody serves.
+    server._api._httpd.socket.listen(1024)
     settings = {"STORAGE_EMULATOR_HOST": f"http://localhost:{port}", "FSSPEC_GCS_TOKEN": "anon"}
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
