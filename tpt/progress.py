@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tpt.io.output import OutputLayout
+from tpt.io.read import file_size
 from tpt.io.storage import Folder
 
 if TYPE_CHECKING:
@@ -197,7 +199,7 @@ class RunProgress:
         return counts
 
     def line(self, counts: dict[str, StageCounts]) -> str:
-        """`run: read 40% of 1.2 GB, 1,000 docs; truncate 1,000 docs (40%), 12.0 docs/s, ETA 0:02:05; ...; ETA 0:10:00`."""
+        """`run: read 40% of 1.2 GB, 1,000 docs; truncate 1,000 docs, 12.0 docs/s, 40%, ETA 0:03:28; ... | run ETA 0:10:00`."""
         read = counts.get("read", StageCounts())
         share = min(read.bytes / self.input_bytes, 1.0) if self.input_bytes else 0.0
         documents = read.docs / share if share else None  # the input's documents, estimated until it is read whole
@@ -228,9 +230,6 @@ class RunProgress:
 
 def track_run(config: PipelineConfig, stages: list[Stage], files: list[tuple[str, str]]) -> RunProgress:
     """The run-wide progress line of a pipeline run over `files` ((source, path) pairs)."""
-    from tpt.io.output import OutputLayout
-    from tpt.io.read import file_size
-
     per_document = {"think": config.generate.samples_per_document} if config.generate else {}
     return RunProgress(OutputLayout(config.output.dir).url_of(BEACONS), ["read", *(stage.name for stage in stages)],
                        sum(file_size(path) for _, path in files), per_document)
