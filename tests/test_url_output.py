@@ -120,7 +120,7 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
     from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions, StandardOptions
 
     from pipelines.beam.pipeline import build, pipeline_options
-    from tpt.io.read import list_files
+    from tpt.io.read import list_inputs
     from tpt.stages import build_stages
 
     args = ["--project", "p", "--region", "us-central1", "--temp_location", f"{gcs_bucket}/tmp", "--setup_file", "./setup.py"]
@@ -133,7 +133,6 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
 
     config = demo_config.with_output_dir(f"{gcs_bucket}/dataflow")
     pipeline = beam.Pipeline()  # Dataflow validates its options against Google Cloud when given them: not offline
-    build(pipeline, config, OutputLayout(config.output.dir), build_stages(config),
-          [(source.name, path) for source in config.sources for path in list_files(source)])
+    build(pipeline, config, OutputLayout(config.output.dir), build_stages(config), list_inputs(config.sources))
     transforms = pipeline.to_runner_api().components.transforms.values()  # every DoFn pickles, as for submission
     assert {"Read", "Deduplicate", "Truncate", "Classify", "Write", "WriteRejects"} <= {t.unique_name for t in transforms}

@@ -18,7 +18,7 @@ from pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFile
 from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
-from tpt.io.read import list_files
+from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, track_run
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
@@ -60,7 +60,7 @@ def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> Pipelin
 
 def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, beam_args: list[str] = ()) -> dict[str, Any]:
     """Run the whole pipeline and finish its output; returns the run summary."""
-    files = [(source.name, path) for source in config.sources for path in list_files(source)]
+    files = list_inputs(config.sources)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # local workers inherit it: no dependency notices
     stages = build_stages(config)
     layout = OutputLayout(config.output.dir)

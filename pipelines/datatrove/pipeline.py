@@ -21,7 +21,7 @@ from pipelines.datatrove.stage import ApplyStage
 from pipelines.datatrove.write import WriteParts
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout
-from tpt.io.read import list_files
+from tpt.io.read import list_inputs
 from tpt.io.storage import Folder
 from tpt.progress import BEACONS, track_run
 from tpt.stages import build_stages, output_fields
@@ -47,7 +47,7 @@ class DatatroveRun:
         self.config = config.with_output_dir(self.layout.url)  # absolute: Slurm tasks start elsewhere
         self.executor, self.workers = executor, workers
         self.tasks = tasks or config.output.parts
-        self.files = [(source.name, path) for source in config.sources for path in list_files(source)]
+        self.files = list_inputs(config.sources)
         self.stages = build_stages(self.config)
         self.work = Folder(self.layout.url_of(WORK))
         self.shuffle = self.work.url_of(SHUFFLE)

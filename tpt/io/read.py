@@ -34,6 +34,11 @@ def list_files(source: SourceConfig) -> list[str]:
     return paths
 
 
+def list_inputs(sources: list[SourceConfig]) -> list[tuple[str, str]]:
+    """(source name, file) for every input file of a run, in config order: the work both engines spread."""
+    return [(source.name, path) for source in sources for path in list_files(source)]
+
+
 def file_size(path: str) -> int:
     fs, path = fsspec.core.url_to_fs(path)
     return fs.size(path)
