@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
 import threading
 import time
@@ -30,8 +29,6 @@ from tpt.io.output import OutputLayout, read_rejects
 from tpt.progress import BEACONS, Progress
 from tpt.schema import Record, Reject
 
-log = logging.getLogger(__name__)
-
 STORE = "thinking"  # OUT/thinking/
 
 
@@ -45,8 +42,9 @@ class Think:
             raise ValueError("generate: the think stage keeps its results in OUT/thinking/: set output.dir or pass --output")
         self.config = config
         self.tokenizer = tokenizer  # the teacher's, for thinking_tokens and sample_tokens
-        self.output_dir = output_dir
-        self.store_dir = OutputLayout(output_dir).url_of(STORE)
+        layout = OutputLayout(output_dir)
+        self.store_dir = layout.url_of(STORE)
+        self.beacons = layout.url_of(BEACONS)
         self.batch_size = config.batch_size
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._store: ThinkingStore | None = None
@@ -63,7 +61,7 @@ class Think:
         store = ThinkingStore(self.store_dir, self.run_id, self.config.flush_every_docs, self.config.flush_every_seconds)
         self._stored = store.index()  # where each stored result is; the texts stay in the store
         store.open(backend=self.config.backend, model=self.config.model)
-        self._progress = Progress(self.name, beacons=OutputLayout(self.output_dir).url_of(BEACONS))
+        self._progress = Progress(self.name, beacons=self.beacons)
         self._store = store
 
     def process(self, batch: list[Record]) -> list[Record | Reject]:
