@@ -76,12 +76,12 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     """OUT/streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples."""
     sources = [s for s in config.sources if written[s.name]]
     total_weight = sum(s.weight for s in sources)
+    remote = config.output.remote or (None if layout.is_local else layout.url)  # a URL output is its own remote
     streams = {}
     for source in sources:
         stream: dict[str, Any] = {}
-        if layout.is_local:  # a URL output is the stream's remote; streaming picks a local cache folder
+        if layout.is_local:  # a remote-only stream: streaming picks a local cache folder
             stream["local"] = layout.url_of(f"{layout.mds}/{source.name}")
-        remote = config.output.remote or (None if layout.is_local else layout.url)
         if remote:
             stream["remote"] = f"{remote.rstrip('/')}/mds/{source.name}"
         if config.output.weighting == "proportion":
