@@ -30,15 +30,17 @@ def demo_ids() -> dict[str, set[str]]:
 def read_streams(out) -> tuple[dict, list[dict]]:
     """Every sample of a run, through StreamingDataset over the streams in its streams.yaml."""
     streams = yaml.safe_load(OutputLayout(out).read_text(OutputLayout.streams))["streams"]
-    clean_stale_shared_memory()
-    dataset = StreamingDataset(streams=[Stream(**s) for s in streams.values()], shuffle=False, batch_size=1)
-    return streams, [dataset[i] for i in range(dataset.num_samples)]
+    return streams, read_samples([Stream(**s) for s in streams.values()])
 
 
 def read_shards(out, sources) -> list[dict]:
     """Every sample under OUT/mds/<source> of a local output folder (or a local copy of a URL output)."""
+    return read_samples([Stream(local=f"{out}/mds/{name}") for name in sources])
+
+
+def read_samples(streams: list[Stream]) -> list[dict]:
     clean_stale_shared_memory()
-    dataset = StreamingDataset(streams=[Stream(local=f"{out}/mds/{name}") for name in sources], shuffle=False, batch_size=1)
+    dataset = StreamingDataset(streams=streams, shuffle=False, batch_size=1)
     return [dataset[i] for i in range(dataset.num_samples)]
 
 
