@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpt.io.output import OutputLayout
-from tpt.io.read import file_size
+from tpt.io.read import input_bytes
 from tpt.io.storage import Folder
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def track_run(config: PipelineConfig, stages: list[Stage], files: list[tuple[str
     """The run-wide progress line of a pipeline run over `files` ((source, path) pairs)."""
     per_document = {"think": config.generate.samples_per_document} if config.generate else {}
     return RunProgress(OutputLayout(config.output.dir).url_of(BEACONS), ["read", *(stage.name for stage in stages)],
-                       sum(file_size(path) for _, path in files), per_document)
+                       input_bytes(files), per_document)
 
 
 def _duration(seconds: float) -> str:

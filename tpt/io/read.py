@@ -44,6 +44,14 @@ def file_size(path: str) -> int:
     return fs.size(path)
 
 
+def input_bytes(files: list[tuple[str, str]]) -> int:
+    """The total size of a run's input files: one fsspec call per source, concurrent on object stores."""
+    by_source: dict[str, list[str]] = {}
+    for name, path in files:
+        by_source.setdefault(name, []).append(path)
+    return sum(sum(fsspec.core.url_to_fs(paths[0])[0].sizes(paths)) for paths in by_source.values())
+
+
 def file_format(source: SourceConfig, path: str) -> str:
     if source.format:
         return source.format
