@@ -2,10 +2,13 @@
 
 The sample run is any `tpt run` over part of the corpus (`tpt estimate --sample N`
 makes one from the first N documents of each source). Per source, its manifest
-gives the mean thinking and training tokens per sample and the share of read
+gives the thinking and training tokens of each sample and the share of read
 documents that became samples; the corpus size is counted from the config's
-source files. Projection per source = documents × kept share × mean, with a 95%
-interval from the standard error of the mean (normal approximation).
+source files. The config's thinking budgets (`generate.budgets`) apply to every
+sample of the sample run: its thinking is capped at its class's max_new_tokens
+and counts samples_per_document times. Projection per source = documents × kept
+share × mean per document, with a 95% interval from the standard error of the
+mean (normal approximation).
 """
 
 from __future__ import annotations
@@ -20,21 +23,23 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from analysis.runs import AnalysisError, Run, connect
-from tpt.config import PipelineConfig, SourceConfig
+from tpt.config import GenerateConfig, PipelineConfig, SourceConfig
+from tpt.generate.budgets import Budgets
 from tpt.io.read import file_format, list_files
 from tpt.progress import Progress
+from tpt.schema import Record
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 CHUNK = 8 * 2**20
 
-_PER_SOURCE = """
-SELECT source, count(*) AS samples,
-       coalesce(avg(thinking_tokens), 0) AS thinking_mean, coalesce(stddev_samp(thinking_tokens), 0) AS thinking_sd,
-       avg(training_tokens) AS training_mean, coalesce(stddev_samp(training_tokens), 0) AS training_sd
-FROM (SELECT source, thinking_tokens,
-             coalesce(sample_tokens, coalesce(kept_tokens, 0) + coalesce(thinking_tokens, 0)) AS training_tokens FROM samples)
-GROUP BY source
+_SAMPLES = """
+SELECT source, domain, domain_score, audience, audience_score, reasoning, reasoning_score,
+       coalesce(thinking_tokens, 0) AS thinking,
+       coalesce(sample_tokens, coalesce(kept_tokens, 0) + coalesce(thinking_tokens, 0)) AS training,
+       CASE WHEN finish_reason = 'length' THEN thinking_budget END AS cut_at
+FROM samples
 """
+LABELS = ("domain", "domain_score", "audience", "audience_score", "reasoning", "reasoning_score")
 
 
 def count_documents(source: SourceConfig) -> dict[str, int]:
@@ -68,30 +73,32 @@ def _count_lines(path: str) -> int:
 
 def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]], tokens_per_second: float | None,
             train_tokens_per_second: float | None = None, read_rejects: dict[str, int] | None = None) -> dict[str, Any]:
-    """The full-corpus projection of `run`, per source and in total.
+    """The full-corpus projection of `run` under `config`'s thinking budgets, per source, per budget and in total.
 
     `read_rejects`: rows the reader set aside while the sample was drawn, which the sample run never saw.
     """
-    measured = dict(((row[0], row[1:]) for row in connect([run]).sql(_PER_SOURCE).fetchall()))
+    measured = budgeted(config.generate, connect([run]).sql(_SAMPLES).to_arrow_table().to_pydict())
     sources, totals = {}, {"documents": 0, "samples": 0.0, "thinking_tokens": [0.0, 0.0, 0.0], "training_tokens": [0.0, 0.0, 0.0]}
+    scale = np.zeros(len(measured["source"]))  # corpus documents each sample stands for
     for source in config.sources:
         documents = corpus[source.name]["documents"]
         read = run.summary.get("sources", {}).get(source.name, {}).get("read", 0) + (read_rejects or {}).get(source.name, 0)
-        if source.name not in measured or not read:
+        mine = measured["source"] == source.name
+        if not mine.any() or not read:
             raise AnalysisError(f"source {source.name!r}: the sample run {run.root} has no samples of it; "
                                 "run the sample over every source of the config")
-        samples, thinking_mean, thinking_sd, training_mean, training_sd = measured[source.name]
+        samples = int(mine.sum())
         kept = samples / read
-        projected = documents * kept
+        scale[mine] = documents * kept / samples
         entry = {
             "documents": documents, "bytes": corpus[source.name]["bytes"], "sample_documents_read": read, "sample_samples": samples,
-            "kept_share": kept, "samples": projected,
-            "thinking_tokens": _interval(projected, thinking_mean, thinking_sd, samples),
-            "training_tokens": _interval(projected, training_mean, training_sd, samples),
+            "kept_share": kept, "samples": documents * kept * float(measured["samples"][mine].mean()),
+            "thinking_tokens": _interval(documents * kept, measured["thinking"][mine]),
+            "training_tokens": _interval(documents * kept, measured["training"][mine]),
         }
         sources[source.name] = entry
         totals["documents"] += documents
-        totals["samples"] += projected
+        totals["samples"] += entry["samples"]
         for key in ("thinking_tokens", "training_tokens"):
             totals[key] = [a + b for a, b in zip(totals[key], entry[key])]
     rate, rate_origin = tokens_per_second, "given"
@@ -100,14 +107,47 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
     result = {"sample_run": str(run.root), "sources": sources, "totals": totals,
               "interval": "95% normal interval of the mean per source (low, estimate, high), summed over sources",
               "generation": _gpu_hours(totals["thinking_tokens"], rate, rate_origin)}
+    if config.generate is not None:
+        result["budgets"] = _per_budget(measured, scale)
     if train_tokens_per_second:
         result["training"] = _gpu_hours(totals["training_tokens"], train_tokens_per_second, "given")
     return result
 
 
-def _interval(count: float, mean: float, sd: float, n: int) -> list[float]:
-    """(low, estimate, high) of count × mean, from the standard error of the sample mean."""
-    half = Z95 * sd / math.sqrt(n) if n > 1 else 0.0
+def budgeted(generate: GenerateConfig | None, rows: dict[str, list]) -> dict[str, np.ndarray]:
+    """The sample run's samples under `generate`'s budgets: per sample, its document's budget (max_new_tokens and
+    samples), and its thinking and training tokens per document: thinking capped at max_new_tokens, times the samples."""
+    count = len(rows["source"])
+    thinking, training = np.array(rows["thinking"], dtype=float), np.array(rows["training"], dtype=float)
+    if generate is None:  # no thinking to budget: every document is one sample
+        limit, each = np.full(count, np.inf), np.ones(count)
+    else:
+        of = Budgets(generate).of
+        budgets = [of(Record("", rows["source"][i], "", **{name: rows[name][i] for name in LABELS})) for i in range(count)]
+        limit = np.array([budget.max_new_tokens for budget in budgets], dtype=float)
+        each = np.array([budget.samples_per_document for budget in budgets], dtype=float)
+    capped = np.minimum(thinking, limit)
+    cut_at = np.array([np.nan if value is None else value for value in rows["cut_at"]], dtype=float)
+    return {"source": np.array(rows["source"], dtype=object), "max_new_tokens": limit, "samples": each,
+            "thinking": each * capped, "training": each * (training - thinking + capped),
+            "cut_shorter": cut_at < limit}  # the sample run's budget ran out below this one: its thinking may be longer
+
+
+def _per_budget(measured: dict[str, np.ndarray], scale: np.ndarray) -> list[dict[str, Any]]:
+    """Per budget (max_new_tokens, samples per document): its samples in the sample run and its projected thinking."""
+    rows = []
+    for limit, each in sorted(set(zip(measured["max_new_tokens"], measured["samples"])), reverse=True):
+        mine = (measured["max_new_tokens"] == limit) & (measured["samples"] == each)
+        rows.append({"max_new_tokens": int(limit), "samples_per_document": int(each), "sample_samples": int(mine.sum()),
+                     "cut_shorter": int(measured["cut_shorter"][mine].sum()),
+                     "thinking_tokens": float((scale[mine] * measured["thinking"][mine]).sum())})
+    return rows
+
+
+def _interval(count: float, values: np.ndarray) -> list[float]:
+    """(low, estimate, high) of count × the mean of `values`, from the standard error of their mean."""
+    mean = float(values.mean())
+    half = Z95 * float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return [count * max(mean - half, 0.0), count * mean, count * (mean + half)]
 
 
@@ -122,10 +162,10 @@ def _gpu_hours(tokens: list[float], rate: float | None, origin: str) -> dict[str
 
 
 def write_sample(config: PipelineConfig, documents: int, folder: Path) -> tuple[PipelineConfig, dict[str, int]]:
-    """The config over the first `documents` documents of each source (copied to `folder` as JSONL),
+    """The config over the first `documents` documents of each source (copied to `folder` as JSONL), generating one
+    sample per document (the projection counts each class's samples_per_document itself, so more would only cost),
     and how many rows of each source the reader set aside on the way."""
     from tpt.io.read import read_file
-    from tpt.schema import Record
 
     sources, rejected = [], {}
     for source in config.sources:
@@ -143,4 +183,11 @@ def write_sample(config: PipelineConfig, documents: int, folder: Path) -> tuple[
                 if kept >= documents:
                     break
         sources.append(source.model_copy(update={"path": str(path), "format": "jsonl", "text_field": "text", "id_field": "id"}))
-    return config.model_copy(update={"sources": sources}), rejected
+    return config.model_copy(update={"sources": sources, "generate": _one_sample_each(config.generate)}), rejected
+
+
+def _one_sample_each(generate: GenerateConfig | None) -> GenerateConfig | None:
+    if generate is None:
+        return None
+    rules = [rule.model_copy(update={"samples_per_document": None}) for rule in generate.budgets]
+    return generate.model_copy(update={"samples_per_document": 1, "budgets": rules})

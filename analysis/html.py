@@ -57,6 +57,7 @@ COLUMNS = (  # (key, heading, format)
     ("thinking_median", "median", "num"),
     ("thinking_p90", "p90", "num"),
     ("thinking_max", "max", "int"),
+    ("budget_min", "budget", "budget"),  # budget_min to budget_max
     ("doc_tokens_mean", "doc mean", "num"),
     ("sample_tokens_mean", "sample mean", "num"),
     ("training_share", "% training tokens", "pct"),
@@ -71,6 +72,8 @@ DEFINITIONS = (
     ("Up-sampling factor", "A class's share of training tokens over its share of documents: "
                            "above 1, TPT trains on it more than its document count says."),
     ("Whiskers", "In the bar charts the whiskers span p10 to p90 of thinking tokens."),
+    ("Budget", "The max_new_tokens the class's samples were generated with: generate.max_new_tokens, or that of the "
+               "generate.budgets rule they matched; a range when they differ."),
     ("Thinking truncated", "Share of samples with thinking whose generation hit the token limit (finish_reason = length)."),
     ("Flagged", "Share of samples with thinking that carry at least one thinking flag."),
     ("unknown", "Samples without a label on that axis (no classify stage, or an empty label)."),
@@ -162,6 +165,8 @@ def _table(title: str, rows: list[dict[str, Any]]) -> str:
             if kind == "bar":
                 size = 100 * (value or 0) / longest
                 cells.append(f"<td class='bar' style='background-size:{size:.1f}% 100%'>{_num(value)}</td>")
+            elif kind == "budget":
+                cells.append(f"<td>{_budget(value, row['budget_max'])}</td>")
             elif kind == "factor":
                 cells.append(f"<td class='{'up' if value and value > 1 else ''}'>{'–' if value is None else f'×{value:.2f}'}</td>")
             else:
@@ -181,6 +186,10 @@ def _num(value: float | None) -> str:
 
 def _int(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
+
+
+def _budget(low: int | None, high: int | None) -> str:
+    return _int(low) if low == high else f"{low:,}–{high:,}"
 
 
 def _pct(value: float | None) -> str:

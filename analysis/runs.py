@@ -21,6 +21,9 @@ from tpt.io.storage import Folder
 from tpt.schema import MANIFEST_SCHEMA, SCHEMA_VERSION
 
 RUN_FILES = ("manifest.parquet", "summary.json")
+# Columns added to schema version 1 after its first manifests were written (with their DuckDB type):
+# an older manifest reads them as null.
+LATER_COLUMNS = {"thinking_budget": "INTEGER"}
 
 
 class AnalysisError(ValueError):
@@ -88,7 +91,7 @@ def check_manifest_schema(manifest: Path) -> None:
             f"{manifest}: tpt schema version {version.decode()}, but this tpt reads version {SCHEMA_VERSION}; "
             "analyse it with the tpt that wrote it, or rerun the pipeline"
         )
-    missing = [name for name in MANIFEST_SCHEMA.names if name not in schema.names]
+    missing = [name for name in MANIFEST_SCHEMA.names if name not in schema.names and name not in LATER_COLUMNS]
     if missing:
         raise AnalysisError(f"{manifest}: missing manifest columns {missing} (schema version {SCHEMA_VERSION} has {MANIFEST_SCHEMA.names})")
 
@@ -115,10 +118,15 @@ def connect(runs: list[Run], threads: int | None = None):
     import duckdb
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
-    columns = ", ".join(MANIFEST_SCHEMA.names)
-    parts = [f"SELECT {columns}, {sql_string(run.name)} AS run FROM read_parquet({sql_string(str(run.manifest))})" for run in runs]
+    parts = [f"SELECT {_columns(run)}, {sql_string(run.name)} AS run FROM read_parquet({sql_string(str(run.manifest))})" for run in runs]
     con.execute("CREATE VIEW samples AS " + " UNION ALL ".join(parts))
     return con
+
+
+def _columns(run: Run) -> str:
+    """The manifest columns of `run` in schema order, a later column its manifest lacks as a typed null."""
+    present = set(pq.read_schema(run.manifest).names)
+    return ", ".join(name if name in present else f"NULL::{LATER_COLUMNS[name]} AS {name}" for name in MANIFEST_SCHEMA.names)
 
 
 def sql_string(value: str) -> str:

@@ -7,7 +7,9 @@ Definitions (docs/analysis.md repeats them):
   (numpy's method="linear", Hyndman & Fan type 7), rounded to 0.01 token;
 - share of documents / of training tokens: the class's count / tokens over all samples';
 - up-sampling factor: share of training tokens / share of documents (1.0 = no up-sampling);
-- truncated-thinking rate: finish_reason "length" among samples with thinking;
+- budget: the smallest and largest max_new_tokens the class's samples were generated with
+  (thinking_budget; null in manifests older than generate.budgets);
+- truncated-thinking rate: finish_reason "length" among samples with thinking (the budget ran out);
   flagged rate: samples with thinking that carry any thinking flag.
 A figure with nothing to measure (no thinking yet, no samples) is null, never NaN.
 """
@@ -32,6 +34,8 @@ _FINE = """
            count(thinking_tokens) AS thinking_samples,
            sum(thinking_tokens) AS thinking_tokens,
            max(thinking_tokens) AS thinking_max,
+           min(thinking_budget) AS budget_min,
+           max(thinking_budget) AS budget_max,
            count(doc_tokens) AS doc_samples,
            sum(doc_tokens) AS doc_tokens,
            sum(kept_tokens) AS kept_tokens,
@@ -64,6 +68,8 @@ grouped AS (
            coalesce(sum(thinking_samples), 0)::BIGINT AS thinking_samples,
            {_ratio('sum(thinking_tokens)', 'sum(thinking_samples)')} AS thinking_mean,
            max(thinking_max) AS thinking_max,
+           min(budget_min) AS budget_min,
+           max(budget_max) AS budget_max,
            {_ratio('sum(doc_tokens)', 'sum(doc_samples)')} AS doc_tokens_mean,
            {_ratio('sum(training_tokens)', 'sum(samples)')} AS sample_tokens_mean,
            coalesce(sum(doc_tokens), 0)::BIGINT AS doc_tokens,
@@ -91,7 +97,7 @@ SELECT axis, class, samples, thinking_samples, thinking_mean,
        round(thinking_percentiles[1], 2) AS thinking_p10,
        round(thinking_percentiles[2], 2) AS thinking_median,
        round(thinking_percentiles[3], 2) AS thinking_p90,
-       thinking_max, doc_tokens_mean, sample_tokens_mean,
+       thinking_max, budget_min, budget_max, doc_tokens_mean, sample_tokens_mean,
        doc_tokens, kept_tokens, thinking_tokens, training_tokens, document_share, training_share,
        {_ratio('training_share', 'document_share')} AS upsampling,
        {_ratio('thinking_tokens', 'training_tokens')} AS thinking_share,

@@ -145,7 +145,7 @@ def main() -> None:
     records = [Record(f"doc-{i}", "bench", t) for i, t in enumerate(texts)]
     builder = PromptBuilder(load_template("default"), chat=True)
     prompts = [list(builder.request(r.id, r.text).messages) for r in records]
-    common = dict(max_new_tokens=args.max_new_tokens, batch_size=len(records), chat=True, cpu_threads=os.cpu_count() or 1)
+    common = dict(max_new_tokens=args.max_new_tokens, max_in_flight=len(records), chat=True, cpu_threads=os.cpu_count() or 1)
     server = None
     if args.backend == "transformers":
         config = GenerateConfig(micro_batch_size=args.micro_batch, **common)

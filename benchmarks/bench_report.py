@@ -66,6 +66,7 @@ def synthetic_manifest(rows: int, seed: int = 0) -> pa.Table:
         "finish_reason": _strings((raw >= 8192).astype(np.int8), ["stop", "length"]),
         "thinking_flags": pa.ListArray.from_arrays(flag_offsets, pa.array(["repetition"] * int(flagged.sum()), pa.string())),
         "sample_tokens": kept + thinking + 4,
+        "thinking_budget": np.full(rows, 8192, np.int32),
     }, schema=MANIFEST_SCHEMA)
 
 

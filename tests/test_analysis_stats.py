@@ -47,6 +47,7 @@ def random_rows(seed: int, count: int) -> dict[str, list]:
     sample = np.array([k + t + 3 if t is not None else None for k, t in zip(kept, thinking)], dtype=object)
     sample[rng.random(count) < 0.2] = None
     finish = np.where(thinking == None, None, np.where(rng.random(count) < 0.1, "length", "stop"))  # noqa: E711
+    budget = np.where(thinking == None, None, rng.choice([1024, 4096, 8192], count))  # noqa: E711
     flags = [["repetition"] if r < 0.1 else (["short", "no_end"] if r < 0.15 else []) for r in rng.random(count)]
     return {
         "id": [f"d{i}" for i in range(count)],
@@ -55,6 +56,7 @@ def random_rows(seed: int, count: int) -> dict[str, list]:
         "domain": list(rng.choice(domains, count)), "audience": list(rng.choice(audiences, count)),
         "reasoning": list(rng.choice(reasoning, count)),
         "thinking_tokens": thinking.tolist(), "finish_reason": finish.tolist(), "thinking_flags": flags, "sample_tokens": sample.tolist(),
+        "thinking_budget": budget.tolist(),
     }
 
 
@@ -70,6 +72,7 @@ def expected(rows: dict[str, list]) -> dict[str, dict[str, dict]]:
     length = np.array([f == "length" for f in rows["finish_reason"]])
     flagged = np.array([len(f) > 0 for f in rows["thinking_flags"]])
     truncated = np.array(rows["truncated"])
+    budget = np.array([np.nan if b is None else b for b in rows["thinking_budget"]], dtype=float)
 
     def figures(mask: np.ndarray) -> dict:
         t = thinking[mask & has]
@@ -82,6 +85,7 @@ def expected(rows: dict[str, list]) -> dict[str, dict[str, dict]]:
             **{key: (round(float(np.quantile(t, q, method="linear")), 2) if t.size else None)
                for key, q in (("thinking_p10", 0.1), ("thinking_median", 0.5), ("thinking_p90", 0.9))},
             "thinking_max": int(t.max()) if t.size else None,
+            **{key: (int(pick(budget[mask & has])) if t.size else None) for key, pick in (("budget_min", np.min), ("budget_max", np.max))},
             "doc_tokens_mean": float(doc[mask].mean()), "sample_tokens_mean": float(training[mask].mean()),
             "doc_tokens": int(doc[mask].sum()), "kept_tokens": int(kept[mask].sum()),
             "thinking_tokens": int(t.sum()), "training_tokens": int(training[mask].sum()),

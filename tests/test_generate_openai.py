@@ -23,6 +23,7 @@ from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
 from tpt.generate.types import Request
+from tpt.io.output import OutputLayout
 from tpt.schema import Record, Reject
 from tpt.stages.think import Think
 
@@ -89,8 +90,8 @@ def test_think_stage_over_a_real_server(transformers_server, tmp_path):
 class FaultInjectionServer:
     """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`."""
 
-    def __init__(self, script: list[str], delay: float = 0.0):
-        self.script, self.delay = list(script), delay
+    def __init__(self, script: list[str], delay: float = 0.0, default: str = "ok"):
+        self.script, self.delay, self.default = list(script), delay, default
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.port = free_port()
@@ -121,11 +122,12 @@ class FaultInjectionServer:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        action = self.script.pop(0) if self.script else "ok"
+        action = self.script.pop(0) if self.script else self.default
+        self.requests[-1]["at"] = time.monotonic()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay * (10 if action == "slow" else 1))
             if action == "timeout":  # answer only when the server closes, long after the client's timeout
                 await self._closing.wait()
             if action == "disconnect":
@@ -133,6 +135,12 @@ class FaultInjectionServer:
                 return web.Response()
             if action in ("500", "429", "404"):
                 return web.json_response({"error": {"message": f"injected {action}"}}, status=int(action))
+            if action == "429-retry-after":
+                return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "1"})
+            if action.startswith("no-reason"):  # no finish_reason; with "-full", as many tokens as the budget allowed
+                used = body["max_tokens"] if action == "no-reason-full" else 1
+                return web.json_response({"choices": [{"message": {"content": "half a thought"}}],
+                                          "usage": {"prompt_tokens": 3, "completion_tokens": used}})
             text = f"<think>thinking for {body.get('prompt') or body['messages'][0]['content']}</think>"
             if "prompt" in body:
                 return web.json_response({"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
@@ -145,8 +153,8 @@ class FaultInjectionServer:
 def fault_server():
     servers = []
 
-    def start(script=(), delay=0.0):
-        servers.append(FaultInjectionServer(list(script), delay))
+    def start(script=(), delay=0.0, default="ok"):
+        servers.append(FaultInjectionServer(list(script), delay, default))
         return servers[-1]
 
     yield start
@@ -192,12 +200,51 @@ def test_completions_endpoint_sampling_options_and_api_key(fault_server, monkeyp
     assert "sk-secret-123" not in caplog.text
 
 
-def test_round_robin_and_bounded_in_flight(fault_server):
+def test_requests_spread_over_servers_within_the_in_flight_bound(fault_server):
     first, second = fault_server(delay=0.2), fault_server(delay=0.2)
     completions, _ = generate(fault_config(first.url, second.url, max_in_flight=4), [Request(f"r{i}", prompt=str(i)) for i in range(16)])
     assert [c.text for c in completions] == [f"<think>thinking for {i}</think>" for i in range(16)]
-    assert len(first.requests) == len(second.requests) == 8
+    assert len(first.requests) + len(second.requests) == 16 and min(len(first.requests), len(second.requests)) >= 4
     assert first.max_in_flight + second.max_in_flight <= 4 + 1 and max(first.max_in_flight, second.max_in_flight) >= 2
+
+
+def test_the_faster_server_receives_more_of_the_requests(fault_server):
+    """Least-outstanding routing: the slow server still holds its requests when the fast one has answered."""
+    slow, fast = fault_server(delay=0.4), fault_server(delay=0.02)
+    completions, backend = generate(fault_config(slow.url, fast.url, max_in_flight=4), [Request(f"r{i}", prompt=str(i)) for i in range(40)])
+    assert all(c.finish_reason == "stop" for c in completions)
+    assert len(fast.requests) > 3 * len(slow.requests) > 0
+    assert {c.server for c in completions} == {slow.url.rstrip("/"), fast.url.rstrip("/")}
+
+
+def test_a_failing_server_is_set_aside_and_the_run_finishes_on_the_other(fault_server, tmp_path):
+    broken, working = fault_server(default="500"), fault_server(delay=0.05)
+    config = fault_config(broken.url, working.url, max_in_flight=4, retries=4, chat=True)
+    stage = Think(config, "embedded", str(tmp_path))
+    out = stage.process([Record(f"d{i}", "web", f"Document {i}.") for i in range(12)])
+    report = stage.report(OutputLayout(tmp_path))
+    stage.close()
+    assert all(not isinstance(r, Reject) for r in out) and report["requests_generated"] == 12
+    servers = report["servers"]
+    assert servers[working.url]["requests"] == 12 and servers[broken.url]["requests"] == 0
+    assert servers[broken.url]["failed_attempts"] == len(broken.requests) >= 3
+    assert len(broken.requests) <= 4 + 3  # set aside after 3 failures in a row: only requests already sent there fail
+
+
+def test_429_retry_after_is_honoured(fault_server):
+    server = fault_server(["429-retry-after"])
+    (completion,), _ = generate(fault_config(server.url), [Request("a", prompt="doc")])
+    assert completion.finish_reason == "stop" and completion.retries == 1
+    assert server.requests[1]["at"] - server.requests[0]["at"] >= 0.95  # the backoff alone waits at most 0.5 s
+
+
+def test_a_missing_finish_reason_is_never_taken_for_stop(fault_server, tmp_path):
+    server = fault_server(["no-reason-full", "no-reason"])
+    stage = Think(fault_config(server.url, chat=True, max_new_tokens=16, max_in_flight=1), "embedded", str(tmp_path))
+    out_of_budget, stopped_early = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    stage.close()
+    assert out_of_budget.finish_reason == "length" and "truncated" in out_of_budget.thinking_flags
+    assert stopped_early.finish_reason == "unknown" and stopped_early.thinking_flags == []
 
 
 def test_unreachable_server_and_unknown_model_fail_at_setup(fault_server):

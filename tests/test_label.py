@@ -134,7 +134,7 @@ def test_label_train_predict_with_the_embedded_teacher_killed_and_resumed(tmp_pa
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "sources": [{"name": "demo", "path": "docs.jsonl"}],
-        "generate": {"backend": "transformers", "model": "embedded", "temperature": 0, "batch_size": 1, "micro_batch_size": 1},
+        "generate": {"backend": "transformers", "model": "embedded", "temperature": 0, "max_in_flight": 1, "micro_batch_size": 1},
         "classify": {
             "taxonomy": str(tmp_path / "taxonomy.yaml"), "label_max_chars": 300, "label_max_new_tokens": 32,
             "models": {axis: str(models) for axis in AXES},

@@ -6,13 +6,19 @@ before the run with the key's path and the keys that are allowed there.
 
 from __future__ import annotations
 
+import logging
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from tpt.classify.taxonomy import AXES, TaxonomyError, load_taxonomy
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -68,6 +74,41 @@ class OutputConfig(Section):
         return value
 
 
+# one label, or a list: any of them
+Labels = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value), Field(min_length=1)]
+
+
+class BudgetWhen(Section):
+    """The classify labels a budget rule matches: every axis named must match."""
+
+    domain: Labels | None = None
+    audience: Labels | None = None
+    reasoning: Labels | None = None
+
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        """Each axis named, with the labels it accepts."""
+        return {axis: tuple(labels) for axis, labels in self.model_dump(exclude_none=True).items()}
+
+
+assert tuple(BudgetWhen.model_fields) == AXES, "BudgetWhen out of sync with the taxonomy's axes"
+
+
+class BudgetRule(Section):
+    """One rule of `generate.budgets`: the documents it matches and the thinking they get (docs/thinking.md)."""
+
+    when: BudgetWhen
+    max_new_tokens: int | None = Field(default=None, gt=0)  # None: generate.max_new_tokens
+    samples_per_document: int | None = Field(default=None, gt=0)  # None: generate.samples_per_document
+    min_confidence: float | None = Field(default=None, ge=0, le=1)  # the score of each axis named must reach it
+
+    @field_validator("when")
+    @classmethod
+    def _names_an_axis(cls, value: BudgetWhen) -> BudgetWhen:
+        if not value.labels():
+            raise ValueError(f"names no axis; name at least one of {', '.join(AXES)}")
+        return value
+
+
 class GenerateConfig(Section):
     """Thinking generation (the paper's Appendix A.1 settings are the defaults)."""
 
@@ -81,17 +122,21 @@ class GenerateConfig(Section):
     stop: list[str] = ["</think>"]
     seed: int = 0
     samples_per_document: int = Field(default=1, gt=0)
-    batch_size: int = Field(default=256, gt=0)  # documents per stage call (and per flush of the generation batch)
+    # per-class max_new_tokens / samples_per_document over the classify labels; the first rule a document matches wins
+    budgets: list[BudgetRule] = []
+    # requests each worker process keeps in flight, on every backend: a continuous-batching server
+    # (vLLM's max_num_seqs is 256-1024) needs more than its slots queued to stay full
+    max_in_flight: int = Field(default=256, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)  # no longer used: the stage streams (see _no_batches)
     # transformers: sequences per `model.generate` call; device "auto" is cuda when available
     micro_batch_size: int = Field(default=16, gt=0)
     device: str = "auto"
     # torch threads per worker process on the CPU: engines already run one worker per core, and more threads
     # than cores stall generation (seen: 20x slower on a loaded 2-core machine)
     cpu_threads: int = Field(default=1, gt=0)
-    # openai: any OpenAI-compatible server(s), round-robin
+    # openai: any OpenAI-compatible server(s); each request goes to the one with the fewest outstanding
     base_urls: list[str] = Field(default=["http://127.0.0.1:8000/v1"], min_length=1)
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
-    max_in_flight: int = Field(default=256, gt=0)
     timeout: float = Field(default=600.0, gt=0)  # seconds per request
     retries: int = Field(default=6, ge=0)
     # post-processing: the sample is document + separator + thinking
@@ -102,6 +147,14 @@ class GenerateConfig(Section):
     # the resumable store OUT/thinking/: every result reaches the OS at once; fsync every N docs or seconds
     flush_every_docs: int = Field(default=64, gt=0)
     flush_every_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _no_batches(cls, value: int | None) -> int | None:
+        if value is not None:
+            log.warning("generate.batch_size no longer applies: the think stage streams, with generate.max_in_flight "
+                        "requests in flight per worker; remove the key")
+        return value
 
 
 class SlurmConfig(Section):
@@ -179,10 +232,41 @@ class PipelineConfig(Section):
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _budgets_name_known_labels(self) -> PipelineConfig:
+        """Budget rules match classify labels, so each label they name must be in `classify.taxonomy`."""
+        budgets = self.generate.budgets if self.generate else []
+        if not budgets:
+            return self
+        if self.classify is None:
+            raise _invalid([(("generate", "budgets"), "rules over the classify labels need a `classify` section")])
+        try:
+            taxonomy = load_taxonomy(self.classify.taxonomy)
+        except TaxonomyError as error:
+            raise _invalid([(("classify", "taxonomy"), str(error))]) from None
+        problems = []
+        for index, rule in enumerate(budgets):
+            for axis, labels in rule.when.labels().items():
+                for label in labels:
+                    try:
+                        taxonomy[axis].check(label)
+                    except TaxonomyError as error:
+                        problems.append((("generate", "budgets", index, "when", axis), str(error)))
+        if problems:
+            raise _invalid(problems)
+        return self
+
     def with_output_dir(self, out_dir: str | None) -> PipelineConfig:
         if out_dir is None:
             return self
         return self.model_copy(update={"output": self.output.model_copy(update={"dir": out_dir})})
+
+
+def _invalid(problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
+    """A check across sections as pydantic errors at the keys it names, so `describe_error` shows their paths."""
+    return ValidationError.from_exception_data(PipelineConfig.__name__, [
+        InitErrorDetails(type=PydanticCustomError("config", "{problem}", {"problem": problem}), loc=loc, input=None)
+        for loc, problem in problems])
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)

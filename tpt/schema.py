@@ -41,6 +41,7 @@ class Record:
     finish_reason: str | None = None  # "stop" or "length"
     thinking_flags: list[str] = field(default_factory=list)
     sample_tokens: int | None = None  # teacher tokens of the training sample [d; t]
+    thinking_budget: int | None = None  # the max_new_tokens this sample was generated with (generate.budgets)
 
     def replace(self, **changes: Any) -> Record:
         return dataclasses.replace(self, **changes)
@@ -64,6 +65,7 @@ FIELD_TYPES: dict[str, pa.DataType] = {
     "finish_reason": pa.string(),
     "thinking_flags": pa.list_(pa.string()),
     "sample_tokens": pa.int32(),
+    "thinking_budget": pa.int32(),
 }
 assert list(FIELD_TYPES) == [f.name for f in dataclasses.fields(Record)], "FIELD_TYPES out of sync"
 
@@ -95,6 +97,7 @@ MDS_TYPES: dict[str, str] = {
     "finish_reason": "str",
     "thinking_flags": "str",  # comma-separated in shards
     "sample_tokens": "int32",
+    "thinking_budget": "int32",
 }
 
 

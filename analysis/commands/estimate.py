@@ -64,7 +64,7 @@ def _project_sample(config, args: argparse.Namespace, folder: Path, corpus: dict
     sample_config, read_rejects = write_sample(config, args.sample, folder / "documents")
     sample_config = sample_config.with_output_dir(str(folder / "run"))
     run(sample_config, workers=args.workers)
-    return project(sample_config, load_run(folder / "run"), corpus, args.tokens_per_second, args.train_tokens_per_second, read_rejects)
+    return project(config, load_run(folder / "run"), corpus, args.tokens_per_second, args.train_tokens_per_second, read_rejects)
 
 
 def render(result: dict) -> str:
@@ -84,6 +84,15 @@ def render(result: dict) -> str:
                  f"{span(totals['thinking_tokens']):>30}{span(totals['training_tokens']):>30}")
     if not totals["thinking_tokens"][1]:
         lines.append("\n  the sample run generated no thinking: add a `generate:` section to the config to estimate it")
+    elif "budgets" in result:
+        lines += ["", f"  {'thinking budget':<28}{'sample samples':>16}{'thinking tokens':>30}"]
+        for budget in result["budgets"]:
+            name = f"{budget['max_new_tokens']:,} tokens × {budget['samples_per_document']}"
+            lines.append(f"  {name:<28}{budget['sample_samples']:>16,}{compact(budget['thinking_tokens']):>30}")
+        short = sum(budget["cut_shorter"] for budget in result["budgets"])
+        if short:
+            lines.append(f"  {short:,} samples ran out of a smaller budget in the sample run than the config gives them: "
+                         "the estimate may be too low")
     for stage in ("generation", "training"):
         if stage in result:
             cost = result[stage]

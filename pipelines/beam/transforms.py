@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+import threading
 from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindows
 
 from tpt.config import OutputConfig, SourceConfig
 from tpt.io.output import OutputLayout, part_name, part_of, write_part, write_rejects
@@ -42,35 +45,76 @@ class ReadFiles(beam.DoFn):
 
 
 class _StageFn(beam.DoFn):
+    """A core stage's stream over a bundle: records pushed as they come, the rest handed on when the bundle ends.
+
+    The stage is set up once per worker process and shared by the threads that run its bundles (a teacher
+    model is loaded once); the last of them to tear down closes it.
+    """
+
     def __init__(self, stage: Stage, beacons: str):
         self.stage = stage
         self.beacons = beacons
+        self.tag = secrets.token_hex(8)  # one shared stage per transform and process
 
     def setup(self) -> None:
-        self.stage.setup()
+        self.stage = _SHARED.acquire(self.tag, self.stage)
         self.progress = Progress(self.stage.name, beacons=self.beacons)
 
-    def process(self, batch: list[Record]) -> Iterator:
-        self.progress.update(len(batch))
-        for item in self.stage.process(batch):
+    def start_bundle(self) -> None:
+        self.stream = self.stage.stream(self.progress)
+
+    def process(self, record: Record) -> Iterator:
+        for item in self.stream.push(record):
             yield route(item)
+
+    def finish_bundle(self) -> Iterator:
+        for item in self.stream.finish():  # outside `process`, Beam wants each output with its window
+            value = GlobalWindows.windowed_value(item)
+            yield pvalue.TaggedOutput(REJECTS, value) if isinstance(item, Reject) else value
+
+    def teardown(self) -> None:
+        _SHARED.release(self.tag)
+
+
+class _SharedStages:
+    """Set-up stages by tag, each with the number of DoFn instances in this process that use it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stages: dict[str, list] = {}
+
+    def acquire(self, tag: str, stage: Stage) -> Stage:
+        with self._lock:
+            if tag not in self._stages:
+                stage.setup()
+                self._stages[tag] = [stage, 0]
+            self._stages[tag][1] += 1
+            return self._stages[tag][0]
+
+    def release(self, tag: str) -> None:
+        with self._lock:
+            entry = self._stages.get(tag)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._stages[tag]
+                entry[0].close()
+
+
+_SHARED = _SharedStages()
 
 
 class ApplyStage(beam.PTransform):
-    """Run a core stage over batches of records; outputs `records` and `rejects`."""
+    """Run a core stage's stream over the records; outputs `records` and `rejects`."""
 
-    def __init__(self, stage: Stage, batch_size: int, beacons: str):
+    def __init__(self, stage: Stage, beacons: str):
         super().__init__()
         self.stage = stage
-        self.batch_size = batch_size
         self.beacons = beacons
 
     def expand(self, records):
-        return (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Process" >> beam.ParDo(_StageFn(self.stage, self.beacons)).with_outputs(REJECTS, main="records")
-        )
+        return records | "Process" >> beam.ParDo(_StageFn(self.stage, self.beacons)).with_outputs(REJECTS, main="records")
 
 
 class Deduplicate(beam.PTransform):

@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         backend.setup()
         try:
             labeller = LLMLabeller(backend, taxonomy, generate, classify.label_max_chars)
-            counts = label_sample(records, labeller, args.output, generate.batch_size)
+            counts = label_sample(records, labeller, args.output, generate.max_in_flight)  # one window per batch
         finally:
             backend.close()
     print(json.dumps(counts, indent=2))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass, field
 
 OnDone = Callable[["Completion"], None]
 
@@ -17,30 +16,52 @@ class Request:
     id: str  # the key its result is stored under (a document id, or id#k for the k-th sample)
     messages: tuple[dict[str, str], ...] | None = None
     prompt: str | None = None
+    max_new_tokens: int | None = None  # this request's budget; None: the config's `max_new_tokens`
 
 
 @dataclass
 class Completion:
     id: str
     text: str  # raw model output ("" when failed)
-    finish_reason: str  # "stop", "length", or "error"
+    finish_reason: str  # "stop", "length", "unknown" (the server did not say, within the budget) or "error"
     prompt_tokens: int = 0
     output_tokens: int = 0  # 0 when the backend cannot tell (the stage then counts with the teacher tokenizer)
     retries: int = 0
     error: str | None = None  # why it failed, for a permanent failure
+    server: str | None = None  # the server that answered (openai backend)
+    failed_at: list[str] = field(default_factory=list)  # the server of each failed attempt before it, in order
 
 
-class Backend(Protocol):
+class Backend:
+    """A teacher that takes requests one at a time and hands back each completion when it is finished.
+
+    `submit` never waits for generation: the backend keeps its own thread (an event loop, a generation
+    loop) and calls `on_done` from there, exactly once per request, failures included. Callers that keep
+    a window of requests in flight build on `submit`; callers with a whole batch call `generate`.
+    """
+
+    def check(self) -> None:
+        """In a run's driver, before anything is written: fail now on what would fail in every worker.
+        In-process teachers are loaded only in the workers, so by default there is nothing to check."""
+
     def setup(self) -> None:
-        """Load the model or open connections; once per worker process."""
+        """Load the model or open connections; once per worker process (repeat calls do nothing)."""
 
-    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
-        """One completion per request, in the same order; failures are completions with finish_reason "error".
+    def submit(self, requests: list[Request], on_done: OnDone) -> None:
+        """Start generating `requests` (submitted together, so a batching backend may batch them)."""
+        raise NotImplementedError
 
-        `on_done` is called with each completion as soon as it is finished (a resumable caller stores it there).
-        """
+    def close(self) -> None:
+        """Stop the backend's thread and release the model or connections."""
 
-    def close(self) -> None: ...
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """One completion per request, in the same order; failures are completions with finish_reason "error"."""
+        from tpt.generate.window import Window
+
+        window = Window(self, max(len(requests), 1))
+        window.submit(list(enumerate(requests)))
+        done = dict(window.drain())
+        return [done[i] for i in range(len(requests))]
 
 
 def request_seed(seed: int, request_id: str) -> int:

@@ -16,9 +16,10 @@ from tpt.classify.taxonomy import AXES
 from tpt.config import ClassifyConfig
 from tpt.io.output import OutputLayout
 from tpt.schema import Record, Reject
+from tpt.stages.base import Stage
 
 
-class Classify:
+class Classify(Stage):
     name: ClassVar[str] = "classify"
     adds: ClassVar[tuple[str, ...]] = tuple(f for axis in AXES for f in (axis, f"{axis}_score"))
 

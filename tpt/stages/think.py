@@ -1,10 +1,13 @@
 """Generate the thinking t of every document d: the training sample becomes [d; t].
 
-A plain stage: `setup()` loads the teacher (or opens connections) and reads
-OUT/thinking/; `process()` generates only what the store does not hold yet,
-stores each result the moment it is finished, and returns the records with
-their thinking. So any engine that runs `process` gets resume and
-exactly-once results for free: a rerun after a kill generates nothing twice.
+A streaming stage: each worker keeps one window of `max_in_flight` requests in
+flight, so a continuous-batching server always has the next request queued the
+moment one finishes. Documents enter as soon as earlier stages release them,
+samples leave as their requests finish, in any order, and the window drains
+only at the end of a bundle or task. Each result is stored in OUT/thinking/ the
+moment it arrives, before it is handed on, and a request whose result is stored
+is never sent again: any engine that runs the stream gets exactly-once results
+and resume after a kill for free.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import json
 import secrets
 import threading
 import time
-from typing import Any, ClassVar
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Any, ClassVar, NamedTuple
 
 from tokenizers import Tokenizer
 
@@ -22,66 +27,71 @@ from tpt.assets import resolve_model_path, tokenizer_file
 from tpt.config import GenerateConfig
 from tpt.generate import postprocess
 from tpt.generate.backends import build_backend
+from tpt.generate.budgets import Budgets
 from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
-from tpt.generate.store import ThinkingStore, read_entries
+from tpt.generate.store import Location, ThinkingStore, read_entries
 from tpt.generate.types import Completion, Request
+from tpt.generate.window import Window
 from tpt.io.output import OutputLayout, read_rejects
-from tpt.progress import BEACONS, Progress
+from tpt.progress import Progress
 from tpt.schema import Record, Reject
+from tpt.stages.base import Stage, StageStream
 
 STORE = "thinking"  # OUT/thinking/
+SERVER_COUNTS = ("requests", "failed", "failed_attempts", "output_tokens")  # per server in summary.json
+RESUMED_PER_READ = 256  # stored results read back in one call (one ranged read each, concurrent on object stores)
+SEND, FOLLOW = object(), object()  # what a stream does with a request whose result is not stored
 
 
-class Think:
+class Think(Stage):
     name: ClassVar[str] = "think"
-    adds: ClassVar[tuple[str, ...]] = ("thinking", "thinking_tokens", "finish_reason", "thinking_flags", "sample_tokens")
-    own_progress: ClassVar[bool] = True  # counts each generation, and its tokens, as it finishes
+    adds: ClassVar[tuple[str, ...]] = ("thinking", "thinking_tokens", "finish_reason", "thinking_flags", "sample_tokens",
+                                       "thinking_budget")
 
     def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None):
         if not output_dir:
             raise ValueError("generate: the think stage keeps its results in OUT/thinking/: set output.dir or pass --output")
         self.config = config
         self.tokenizer = tokenizer  # the teacher's, for thinking_tokens and sample_tokens
-        layout = OutputLayout(output_dir)
-        self.store_dir = layout.url_of(STORE)
-        self.beacons = layout.url_of(BEACONS)
-        self.batch_size = config.batch_size
+        self.store_dir = OutputLayout(output_dir).url_of(STORE)
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._store: ThinkingStore | None = None
 
     def setup(self) -> None:
         if self._store is not None:
             return
-        self._lock = threading.Lock()  # engines may share one stage between threads; the teacher runs one batch at a time
         self._encoder = Tokenizer.from_file(str(tokenizer_file(self.tokenizer)))
         self._encoder.no_truncation()
         self._prompts = PromptBuilder(load_template(self.config.prompt), self._chat())
+        self._budgets = Budgets(self.config)
         self._backend = build_backend(self.config)
         self._backend.setup()
         store = ThinkingStore(self.store_dir, self.run_id, self.config.flush_every_docs, self.config.flush_every_seconds)
         self._stored = store.index()  # where each stored result is; the texts stay in the store
+        self._in_flight: dict[tuple[str, str], list] = {}  # requests out, each with the streams that follow it
+        self._lock = threading.Lock()  # streams of several threads share the stage (Beam)
         store.open(backend=self.config.backend, model=self.config.model)
-        self._progress = Progress(self.name, beacons=self.beacons)
         self._store = store
 
-    def process(self, batch: list[Record]) -> list[Record | Reject]:
+    def check(self) -> None:
+        """The prompt template exists, and the backend can answer (every server, for the openai backend)."""
+        load_template(self.config.prompt)
+        build_backend(self.config).check()
+
+    def stream(self, progress: Progress) -> ThinkStream:
         self.setup()
-        with self._lock:
-            wanted = [(record, rid) for record in batch for rid in self.request_ids(record)]
-            requests = {rid: self._prompts.request(rid, record.text) for record, rid in wanted}
-            keys = {rid: self._fingerprint(request) for rid, request in requests.items()}
-            resumed = {rid: self._stored[rid, keys[rid]] for _, rid in wanted if (rid, keys[rid]) in self._stored}
-            todo = [requests[rid] for _, rid in wanted if rid not in resumed]
-            self._progress.update(len(resumed))  # resumed from the store
-            entries = dict(zip(resumed, self._store.fetch(list(resumed.values()))))
-            failures: dict[str, str] = {}
-            if todo:
-                self._backend.generate(todo, on_done=lambda completion: self._keep(completion, keys[completion.id], entries, failures))
-                self._store.flush()  # a finished batch is durable, on a disk or an object store
-            return [self._sample(record, rid, entries.get(rid), failures) for record, rid in wanted]
+        return ThinkStream(self, progress)
+
+    def process(self, batch: list[Record]) -> list[Record | Reject]:
+        """A whole batch through one stream, in the batch's order (for callers that have a batch)."""
+        stream = self.stream(Progress(self.name))
+        out = [item for record in batch for item in stream.push(record)]
+        out += stream.finish()
+        order = {rid: i for i, rid in enumerate(rid for record in batch for rid in self.request_ids(record))}
+        return sorted(out, key=lambda item: order[item.id])
 
     def close(self) -> None:
-        """Flush the store and release the backend (engines without a teardown hook may skip it: every finished batch is already flushed)."""
+        """Flush the store and release the backend."""
         if self._store is not None:
             self._store.close()
             self._backend.close()
@@ -89,7 +99,7 @@ class Think:
 
     def request_ids(self, record: Record) -> list[str]:
         """One request per sample: the document id itself, or id#k when several samples are asked for."""
-        n = self.config.samples_per_document
+        n = self._budgets.of(record).samples_per_document
         return [record.id] if n == 1 else [f"{record.id}#{k}" for k in range(n)]
 
     def report(self, layout: OutputLayout) -> dict[str, Any]:
@@ -106,31 +116,66 @@ class Think:
     def _fingerprint(self, request: Request) -> str:
         """What a stored result answered: the prompt, the model and the sampling settings."""
         c = self.config
-        asked = [c.model, request.messages, request.prompt, c.temperature, c.top_p, c.max_new_tokens, c.stop, c.seed]
+        asked = [c.model, request.messages, request.prompt, c.temperature, c.top_p, request.max_new_tokens, c.stop, c.seed]
         return hashlib.blake2b(json.dumps(asked).encode(), digest_size=8).hexdigest()
 
-    def _keep(self, completion: Completion, key: str, entries: dict[str, dict[str, Any]], failures: dict[str, str]) -> None:
-        """Store a finished completion at once (a kill after this point cannot lose it) and keep it for this batch."""
-        entry = self._store_entry(completion, key)
-        location = self._store.append(entry)
-        self._progress.update(1, entry.get("output_tokens", 0))
-        if completion.finish_reason == "error":
-            failures[completion.id] = completion.error
-        else:
-            entries[completion.id] = entry
-            self._stored[completion.id, key] = location  # a retried bundle in this worker reuses it
+    def _pending(self, record: Record) -> list[Pending]:
+        """The requests of a record's samples, each with its store key."""
+        pending, budget = [], self._budgets.of(record)
+        for rid in self.request_ids(record):
+            request = self._prompts.request(rid, record.text)
+            request = Request(request.id, request.messages, request.prompt, budget.max_new_tokens)
+            pending.append(Pending(record, request, self._fingerprint(request)))
+        return pending
 
-    def _store_entry(self, completion: Completion, key: str) -> dict[str, Any]:
-        entry = {"id": completion.id, "key": key, "retries": completion.retries, "t": time.time()}
+    def _claim(self, pending: Pending, window: Window) -> Location | object:
+        """Where a request's result comes from: its place in the store; SEND (this caller sends it, and it is in
+        flight for every stream of this worker from now on); or FOLLOW, when another stream of this worker has it
+        in flight already (a bundle retried while the failed attempt's requests are still out): `window` then
+        gets that result too, and the request is never sent twice."""
+        key = pending.request.id, pending.key
+        with self._lock:
+            if key in self._stored:
+                return self._stored[key]
+            if key in self._in_flight:
+                self._in_flight[key].append(window.expect(pending))
+                return FOLLOW
+            self._in_flight[key] = []
+            return SEND
+
+    def _keep(self, pending: Pending, completion: Completion) -> dict[str, Any]:
+        """Store a finished completion at once (a kill after this point cannot lose it), and hand it to the streams
+        that follow it; runs in the backend's thread."""
+        entry = self._store_entry(completion, pending)
+        location = self._store.append(entry)
+        key = pending.request.id, pending.key
+        with self._lock:
+            if "raw" in entry:
+                self._stored[key] = location  # a retried bundle in this worker reuses it
+            followers = self._in_flight.pop(key, [])
+        for follower in followers:
+            follower(entry)
+        return entry
+
+    def _store_entry(self, completion: Completion, pending: Pending) -> dict[str, Any]:
+        entry = {"id": completion.id, "key": pending.key, "retries": completion.retries, "t": time.time()}
+        if completion.server:
+            entry["server"] = completion.server
+        if completion.failed_at:
+            entry["failed_at"] = completion.failed_at
         if completion.finish_reason == "error":
             return {**entry, "error": completion.error}
         output_tokens = completion.output_tokens or len(self._encoder.encode(completion.text, add_special_tokens=False).ids)
-        return {**entry, "raw": completion.text, "finish_reason": completion.finish_reason,
+        reason = completion.finish_reason
+        if reason == "unknown" and output_tokens >= pending.request.max_new_tokens:
+            reason = "length"  # the server did not say why it stopped, but the budget ran out
+        return {**entry, "raw": completion.text, "finish_reason": reason,
                 "prompt_tokens": completion.prompt_tokens, "output_tokens": output_tokens}
 
-    def _sample(self, record: Record, request_id: str, entry: dict[str, Any] | None, failures: dict[str, str]) -> Record | Reject:
-        if entry is None:
-            return Reject.of(record.replace(id=request_id), self.name, "generation_failed", failures[request_id])
+    def _sample(self, pending: Pending, entry: dict[str, Any]) -> Record | Reject:
+        record, request_id = pending.record, pending.request.id
+        if "error" in entry:
+            return Reject.of(record.replace(id=request_id), self.name, "generation_failed", entry["error"])
         thinking = postprocess.clean(entry["raw"])
         reason = postprocess.finish_reason(entry["raw"], entry["finish_reason"])
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
@@ -144,14 +189,68 @@ class Think:
             finish_reason=reason,
             thinking_flags=flags if self.config.flagged == "flag" else [],
             sample_tokens=len(self._encoder.encode(sample_text, add_special_tokens=False).ids),
+            thinking_budget=pending.request.max_new_tokens,
         )
 
 
+class Pending(NamedTuple):
+    """A sample's request on its way: the record it is for, the request, and the key its result is stored under."""
+
+    record: Record
+    request: Request
+    key: str
+
+
+class ThinkStream(StageStream):
+    """One window of requests in flight for a bundle or task; stored results are read back, not sent."""
+
+    def __init__(self, think: Think, progress: Progress):
+        self.think, self.progress = think, progress
+        self.window = Window(think._backend, think.config.max_in_flight, keep=think._keep)
+        self._resumed: list[tuple[Pending, Location]] = []
+
+    def push(self, record: Record) -> list[Record | Reject]:
+        todo = []
+        for pending in self.think._pending(record):
+            location = self.think._claim(pending, self.window)
+            if location is SEND:
+                todo.append((pending, pending.request))
+            elif location is not FOLLOW:
+                self._resumed.append((pending, location))
+        finished = self.window.finished()
+        while todo and self.window.room <= 0:  # full: wait for a slot, handing on what finished meanwhile
+            finished += self.window.finished(wait=True)
+        self.window.submit(todo)  # the window is full again while the earlier stages prepare the next record
+        out = self._read_resumed() if len(self._resumed) >= RESUMED_PER_READ else []
+        return out + self._samples(finished)  # after the submit: a claimed request is always sent
+
+    def finish(self) -> Iterator[Record | Reject]:
+        yield from self._read_resumed()
+        for finished in self.window.drain():
+            yield from self._samples([finished])
+        self.think._store.flush()  # the bundle's results are durable, on a disk or an object store
+
+    def _samples(self, finished: list[tuple[Pending, dict[str, Any]]]) -> list[Record | Reject]:
+        for _, entry in finished:
+            self.progress.update(1, entry.get("output_tokens", 0))
+        return [self.think._sample(pending, entry) for pending, entry in finished]
+
+    def _read_resumed(self) -> list[Record | Reject]:
+        resumed, self._resumed = self._resumed, []
+        if not resumed:
+            return []
+        entries = self.think._store.fetch([location for _, location in resumed])
+        self.progress.update(len(resumed))
+        return [self.think._sample(pending, entry) for (pending, _), entry in zip(resumed, entries)]
+
+
 def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
-    """Tokens, throughput, retries and failures of one run, and the device-hours the whole corpus would take at its rate."""
+    """Tokens, throughput, retries and failures of one run (in all and per server), and the device-hours the
+    whole corpus would take at its rate."""
     starts, ends, generated, failed = [], [], [], 0
     input_tokens = output_tokens = retried = 0
     writers = set()
+    servers: defaultdict[str | None, Counter] = defaultdict(Counter)
     for writer, entry in read_entries(store_dir, run_id):
         if "started" in entry:
             starts.append(entry["started"])
@@ -159,12 +258,18 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
         writers.add(writer)
         ends.append(entry["t"])
         retried += entry["retries"]
+        server = servers[entry.get("server")]
+        for url in entry.get("failed_at", ()):
+            servers[url]["failed_attempts"] += 1
         if "error" in entry:
             failed += 1
+            server["failed"] += 1
         else:
             generated.append(entry["output_tokens"])
             input_tokens += entry["prompt_tokens"]
             output_tokens += entry["output_tokens"]
+            server["requests"] += 1
+            server["output_tokens"] += entry["output_tokens"]
     seconds = max(ends) - min(starts) if ends else 0.0
     rate = output_tokens / seconds if seconds > 0 else None
     samples = _samples(layout)
@@ -180,6 +285,10 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
         "generation_seconds": round(seconds, 3),
         "output_tokens_per_second": round(rate, 2) if rate else None,
     }
+    if servers.keys() - {None}:  # served over HTTP: each server's share
+        report["servers"] = {url: {name: counts[name] for name in SERVER_COUNTS} | {
+            "output_tokens_per_second": round(counts["output_tokens"] / seconds, 2) if seconds > 0 else None}
+            for url, counts in sorted(servers.items()) if url}
     if rate and generated:
         # every sample of the corpus at this run's mean thinking length and throughput
         hours = samples * (output_tokens / len(generated)) / rate / 3600

@@ -14,9 +14,10 @@ from tokenizers import Tokenizer
 
 from tpt.assets import tokenizer_file
 from tpt.schema import Record, Reject
+from tpt.stages.base import Stage
 
 
-class Truncate:
+class Truncate(Stage):
     name: ClassVar[str] = "truncate"
     adds: ClassVar[tuple[str, ...]] = ("doc_tokens", "kept_tokens", "truncated")
 

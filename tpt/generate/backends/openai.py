@@ -1,8 +1,10 @@
 """An asyncio client for any OpenAI-compatible server (vllm serve, SGLang, TGI, transformers serve, llama.cpp).
 
-At most `max_in_flight` requests at once, spread round-robin over `base_urls`;
-each has a timeout and is retried with exponential backoff and full jitter on
-429, 5xx, timeouts and dropped connections. Other HTTP errors (an unknown
+At most `max_in_flight` requests at once per process, each sent to the server
+of `base_urls` with the fewest outstanding (tpt.generate.routing); each has a
+timeout and is retried, on the least busy working server, with exponential
+backoff and full jitter on 5xx, timeouts and dropped connections, and after
+the wait a 429's Retry-After asks for. Other HTTP errors (an unknown
 model, a prompt over the context) are permanent: no retry, the reason is kept.
 The API key comes from the environment variable the config names and is never
 logged. Answers may be JSON or server-sent events (some servers stream even
@@ -14,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import logging
 import os
 import random
+import threading
 import time
 
 import aiohttp
 
 from tpt.config import GenerateConfig
-from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
-
-log = logging.getLogger(__name__)
+from tpt.generate.routing import Router
+from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
+from tpt.progress import log as progress_log  # a worker's progress lines reach stderr on every engine
 
 BACKOFF_SECONDS = 0.5  # the first retry waits up to this; each later one doubles it
 BACKOFF_CAP_SECONDS = 30.0
@@ -35,107 +37,132 @@ LOG_INTERVAL = 10.0
 class RetryableError(Exception):
     """A failure worth retrying: 429, 5xx, a timeout, a dropped connection."""
 
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked for (Retry-After); None: back off
+
 
 class PermanentError(Exception):
     """A failure a retry cannot fix: 4xx other than 429, an answer that is not a completion."""
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
+    """Requests run on an event loop in the backend's own thread, so callers keep submitting while they wait."""
+
     def __init__(self, config: GenerateConfig):
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.in_flight = 0
         self.retried = 0
         self.failed = 0
 
     def setup(self) -> None:
-        """Open the event loop and session, and check every server answers and serves the model."""
+        """Start the event loop, open the session, and check every server answers and serves the model."""
         if self._loop is not None:
             return
-        self._loop = asyncio.new_event_loop()
-        self._urls = itertools.cycle([url.rstrip("/") for url in self.config.base_urls])
+        self.router = Router(self.config.base_urls)
         self._session: aiohttp.ClientSession | None = None
         self._logged_at = time.monotonic()
-        self._loop.run_until_complete(self._preflight())
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tpt-openai", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._open())
+        except BaseException:
+            self.close()
+            raise
 
-    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+    def check(self) -> None:
+        """Every server answers and serves the model."""
         self.setup()
-        return self._loop.run_until_complete(self._generate_all(requests, on_done))
+        self.close()
+
+    def submit(self, requests: list[Request], on_done: OnDone) -> None:
+        self.setup()
+        self._loop.call_soon_threadsafe(self._start, requests, on_done)
 
     def close(self) -> None:
-        if self._loop is not None:
-            if self._session is not None:
-                self._loop.run_until_complete(self._session.close())
-            self._loop.close()
-            self._loop = None
+        """Close the session and stop the loop's thread (requests still in flight are abandoned)."""
+        if self._loop is None:
+            return
+        if self._session is not None:
+            self._call(self._session.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = None
 
-    async def _open_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self._session = aiohttp.ClientSession(
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
-            )
-        return self._session
+    def _call(self, coroutine):
+        """Run a coroutine on the backend's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _open(self) -> None:
+        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        self._slots = asyncio.Semaphore(self.config.max_in_flight)  # this process's requests in flight, over all callers
+        self._tasks: set[asyncio.Task] = set()
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
+        )
+        await self._preflight()
 
     async def _preflight(self) -> None:
         """Fail at once, naming the URL, when a server is unreachable or does not serve `model`."""
-        session = await self._open_session()
-        for url in self.config.base_urls:
-            url = url.rstrip("/")
+        for server in self.router.servers:
             try:
-                async with session.get(f"{url}/models", timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT)) as response:
+                async with self._session.get(f"{server.url}/models", timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT)) as response:
                     if response.status != 200:
                         continue  # some servers (transformers serve) have no usable model list
                     served = [m.get("id") for m in (await response.json(content_type=None)).get("data", [])]
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-                raise ConnectionError(f"generate.base_urls: no OpenAI-compatible server answers at {url} ({type(error).__name__}: {error})") from None
+                raise ConnectionError(f"generate.base_urls: no OpenAI-compatible server answers at {server.url} ({type(error).__name__}: {error})") from None
             if served and self.config.model not in served:
-                raise ValueError(f"generate.model: the server at {url} does not serve {self.config.model!r}; it serves {served}")
+                raise ValueError(f"generate.model: the server at {server.url} does not serve {self.config.model!r}; it serves {served}")
 
-    async def _generate_all(self, requests: list[Request], on_done: OnDone | None) -> list[Completion]:
-        await self._open_session()
-        slots = asyncio.Semaphore(self.config.max_in_flight)
-        return list(await asyncio.gather(*(self._one(request, slots, on_done) for request in requests)))
+    def _start(self, requests: list[Request], on_done: OnDone) -> None:
+        for request in requests:
+            task = self._loop.create_task(self._one(request, on_done))
+            self._tasks.add(task)  # the loop keeps only weak references to its tasks
+            task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, request: Request, slots: asyncio.Semaphore, on_done: OnDone | None) -> Completion:
-        async with slots:
-            self.in_flight += 1
-            try:
-                completion = await self._with_retries(request)
-            finally:
-                self.in_flight -= 1
+    async def _one(self, request: Request, on_done: OnDone) -> None:
+        async with self._slots:
+            completion = await self._with_retries(request)
         self.failed += completion.finish_reason == "error"
-        if on_done:
-            on_done(completion)
+        on_done(completion)
         if time.monotonic() - self._logged_at >= LOG_INTERVAL:
             self._logged_at = time.monotonic()
-            log.info("openai: %d requests in flight, %d retries, %d failed", self.in_flight, self.retried, self.failed)
-        return completion
+            progress_log.info("openai: %d in flight, %d retries, %d failed | %s", len(self._tasks), self.retried, self.failed, self.router.line())
 
     async def _with_retries(self, request: Request) -> Completion:
         chat = request.messages is not None
         body = self._body(request)
+        failed_at = []
         for attempt in itertools.count():
-            url = f"{next(self._urls)}/{'chat/completions' if chat else 'completions'}"
+            server = self.router.pick()
+            url = f"{server.url}/{'chat/completions' if chat else 'completions'}"
             try:
                 completion = await self._post(url, body, request.id, chat)
-                completion.retries = attempt
-                return completion
             except PermanentError as error:
-                return failed(request, str(error), attempt)
+                self.router.answered(server)
+                completion = failed(request, str(error))
             except RetryableError as error:
-                if attempt >= self.config.retries:
-                    return failed(request, f"gave up after {attempt} retries: {error}", attempt)
-                self.retried += 1
-                await asyncio.sleep(backoff(attempt))
+                self.router.failed(server)
+                failed_at.append(server.url)
+                if attempt < self.config.retries:
+                    self.retried += 1
+                    await asyncio.sleep(error.retry_after if error.retry_after is not None else backoff(attempt))
+                    continue
+                completion = failed(request, f"gave up after {attempt} retries: {error}")
+            else:
+                self.router.answered(server, completion.output_tokens)
+            completion.retries, completion.server, completion.failed_at = attempt, server.url, failed_at
+            return completion
 
     def _body(self, request: Request) -> dict:
         body = {
             "model": self.config.model,
-            "max_tokens": self.config.max_new_tokens,
+            "max_tokens": request.max_new_tokens or self.config.max_new_tokens,
             "temperature": self.config.temperature,
             "top_p": self.config.top_p,
             "seed": request_seed(self.config.seed, request.id),
@@ -153,7 +180,8 @@ class OpenAIBackend:
         try:
             async with self._session.post(url, json=body) as response:
                 if response.status == 429 or response.status >= 500:
-                    raise RetryableError(f"HTTP {response.status} from {url}: {(await response.text())[:200]}")
+                    raise RetryableError(f"HTTP {response.status} from {url}: {(await response.text())[:200]}",
+                                         retry_after(response.headers.get("Retry-After")))
                 if response.status >= 400:
                     raise PermanentError(f"HTTP {response.status} from {url}: {(await response.text())[:500]}")
                 if response.content_type == "text/event-stream":
@@ -195,10 +223,18 @@ def _completion(request_id: str, chunks: list[dict], chat: bool, url: str) -> Co
     return Completion(
         request_id,
         "".join(text),
-        "length" if reason == "length" else "stop",
+        reason if reason in ("stop", "length") else "unknown",  # a missing reason is never taken for "stop"
         prompt_tokens=usage.get("prompt_tokens", 0),
         output_tokens=usage.get("completion_tokens", 0),
     )
+
+
+def retry_after(header: str | None) -> float | None:
+    """The seconds of a Retry-After header given in seconds (an HTTP date is left to the backoff), capped."""
+    try:
+        return min(max(float(header), 0.0), BACKOFF_CAP_SECONDS) if header else None
+    except ValueError:
+        return None
 
 
 def backoff(attempt: int) -> float:

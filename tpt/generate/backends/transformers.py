@@ -1,17 +1,21 @@
 """In-process HF `generate`: batched with left padding, prompts sorted by length; CPU or GPU.
 
 The backend for the embedded teacher and small runs; GPU-scale generation
-belongs to vLLM / SGLang servers (the openai backend).
+belongs to vLLM / SGLang servers (the openai backend). A generation thread
+takes every request waiting, sorts them by prompt length and generates them in
+micro-batches, so the stage keeps preparing documents while the model runs.
 """
 
 from __future__ import annotations
 
+import threading
+
 from tpt.assets import resolve_model_path
 from tpt.config import GenerateConfig
-from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
+from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     def __init__(self, config: GenerateConfig):
         self.config = config
         self._model = None
@@ -36,30 +40,60 @@ class TransformersBackend:
         eos = self._model.generation_config.eos_token_id
         # a sequence ends at its first end-of-sequence or padding token (finished rows are padded)
         self._ends = {self._pad, self._tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        self._waiting: list[tuple[Request, OnDone]] = []
+        self._closing = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="tpt-transformers", daemon=True)
+        self._thread.start()
 
-    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+    def submit(self, requests: list[Request], on_done: OnDone) -> None:
         self.setup()
-        on_done = on_done or (lambda completion: None)
-        prompts = [self._prompt_ids(r) for r in requests]
-        completions: list[Completion | None] = [None] * len(requests)
+        with self._wake:
+            self._waiting += [(request, on_done) for request in requests]
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the generation thread (requests still waiting are abandoned) and drop the model."""
+        if self._model is None:
+            return
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        self._model = None
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._waiting or self._closing)
+                if self._closing:
+                    return
+                waiting, self._waiting = self._waiting, []
+            self._generate_all(waiting)
+
+    def _generate_all(self, waiting: list[tuple[Request, OnDone]]) -> None:
+        """Every waiting request: those over the context fail at once, the rest go longest first in micro-batches."""
         fitting = []
-        for i, ids in enumerate(prompts):
+        for request, on_done in waiting:
+            try:
+                ids = self._prompt_ids(request)
+            except Exception as error:  # a conversation the chat template refuses
+                on_done(failed(request, f"transformers: {type(error).__name__}: {error}"))
+                continue
             if self._context and len(ids) >= self._context:
-                completions[i] = failed(requests[i], f"prompt of {len(ids):,} tokens does not fit the model's context of {self._context:,} tokens")
-                on_done(completions[i])
+                on_done(failed(request, f"prompt of {len(ids):,} tokens does not fit the model's context of {self._context:,} tokens"))
             else:
-                fitting.append(i)
-        fitting.sort(key=lambda i: len(prompts[i]), reverse=True)  # similar lengths share a batch: less padding
+                fitting.append((ids, request, on_done))
+        fitting.sort(key=lambda item: len(item[0]), reverse=True)  # similar lengths share a batch: less padding
         size = self.config.micro_batch_size
         for start in range(0, len(fitting), size):
             chunk = fitting[start:start + size]
-            for i, completion in zip(chunk, self._generate_batch([requests[i] for i in chunk], [prompts[i] for i in chunk])):
-                completions[i] = completion
+            try:
+                completions = self._generate_batch([request for _, request, _ in chunk], [ids for ids, _, _ in chunk])
+            except Exception as error:  # e.g. out of memory: these requests fail with the reason; the thread goes on
+                completions = [failed(request, f"transformers: {type(error).__name__}: {error}") for _, request, _ in chunk]
+            for (_, _, on_done), completion in zip(chunk, completions):
                 on_done(completion)
-        return completions
-
-    def close(self) -> None:
-        self._model = None
 
     def _prompt_ids(self, request: Request) -> list[int]:
         if request.messages is not None:
@@ -72,7 +106,9 @@ class TransformersBackend:
         width = max(len(ids) for ids in prompts)
         input_ids = torch.tensor([[self._pad] * (width - len(ids)) + ids for ids in prompts], device=self._model.device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self._model.device)
-        budget = self.config.max_new_tokens if not self._context else min(self.config.max_new_tokens, self._context - width)
+        budget = max(r.max_new_tokens or self.config.max_new_tokens for r in requests)  # each row is cut to its own below
+        if self._context:
+            budget = min(budget, self._context - width)
         sampling = self.config.temperature > 0
         torch.manual_seed(request_seed(self.config.seed, requests[0].id))
         with torch.inference_mode():
@@ -90,6 +126,7 @@ class TransformersBackend:
             )
         completions = []
         for request, ids, row in zip(requests, prompts, output[:, width:].tolist()):
+            row = row[:request.max_new_tokens or self.config.max_new_tokens]
             ended = next((k for k, token in enumerate(row) if token in self._ends), None)
             tokens = row if ended is None else row[:ended]
             text = self._tokenizer.decode(tokens, skip_special_tokens=True)

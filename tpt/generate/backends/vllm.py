@@ -1,82 +1,111 @@
-"""In-process `vllm.LLM` offline batch generation; vllm is imported only when this backend is chosen.
+"""In-process vLLM, fed continuously: requests join vLLM's running batch the moment they are submitted.
 
-vLLM pins its own torch, so it lives in its own environment (`pip install tpt[vllm]` there).
+A generation thread adds each submitted request to vLLM's engine and steps it,
+handing back each request as soon as it finishes, so the engine's batch never
+waits for the slowest request of a batch. vllm is imported only when this
+backend is chosen; it pins its own torch, so it lives in its own environment
+(`pip install tpt[vllm]` there).
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from typing import Any
 
 from tpt.assets import resolve_model_path
 from tpt.config import GenerateConfig
-from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
+from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
 
 
-def sampling_options(config: GenerateConfig, request_id: str) -> dict[str, Any]:
+def sampling_options(config: GenerateConfig, request: Request) -> dict[str, Any]:
     """`vllm.SamplingParams` keyword arguments: every generate option, one to one."""
     return {
         "n": 1,  # samples per document are separate requests, each with its own id and seed
         "temperature": config.temperature,
         "top_p": config.top_p,
-        "max_tokens": config.max_new_tokens,
+        "max_tokens": request.max_new_tokens or config.max_new_tokens,
         "stop": list(config.stop),
-        "seed": request_seed(config.seed, request_id),
+        "seed": request_seed(config.seed, request.id),
     }
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     def __init__(self, config: GenerateConfig):
         self.config = config
         self._llm = None
 
     def setup(self) -> None:
-        if self._llm is None:
-            import vllm
+        if self._llm is not None:
+            return
+        import vllm
 
-            self._vllm = vllm
-            self._llm = vllm.LLM(model=str(resolve_model_path(self.config.model)), seed=self.config.seed)
+        self._vllm = vllm
+        self._llm = vllm.LLM(model=str(resolve_model_path(self.config.model)), seed=self.config.seed)
+        self._engine = self._llm.llm_engine
+        self._tokenizer = self._llm.get_tokenizer()
+        self._ids = itertools.count()
+        self._waiting: list[tuple[Request, OnDone]] = []
+        self._running: dict[str, tuple[Request, OnDone]] = {}
+        self._closing = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="tpt-vllm", daemon=True)
+        self._thread.start()
 
-    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
-        """One offline batch: vLLM schedules it whole, so every request is in flight until it returns."""
+    def submit(self, requests: list[Request], on_done: OnDone) -> None:
         self.setup()
-        try:
-            completions = self._generate(requests)
-        except ValueError:  # one bad request (e.g. over the context) fails the batch: isolate it
-            if len(requests) == 1:
-                raise
-            completions = [c for r in requests for c in self._generate_one(r)]
-        for completion in completions:
-            if on_done:
-                on_done(completion)
-        return completions
+        with self._wake:
+            self._waiting += [(request, on_done) for request in requests]
+            self._wake.notify()
 
     def close(self) -> None:
-        self._llm = None
+        """Stop the generation thread (requests in flight are abandoned) and drop the engine."""
+        if self._llm is None:
+            return
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        self._llm = self._engine = None
 
-    def _generate_one(self, request: Request) -> list[Completion]:
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._waiting or self._running or self._closing)
+                if self._closing:
+                    return
+                waiting, self._waiting = self._waiting, []
+            for request, on_done in waiting:
+                self._add(request, on_done)
+            if self._running:
+                for output in self._engine.step():
+                    if output.finished:
+                        request, on_done = self._running.pop(output.request_id)
+                        on_done(completion(request.id, output))
+
+    def _add(self, request: Request, on_done: OnDone) -> None:
+        """Into the engine's running batch; a request vLLM refuses (over the context) fails alone, at once."""
+        prompt = request.prompt
+        if request.messages is not None:
+            prompt = self._tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+        engine_id = str(next(self._ids))  # request ids may repeat across callers; the engine's must not
         try:
-            return self._generate([request])
+            self._engine.add_request(engine_id, prompt, self._vllm.SamplingParams(**sampling_options(self.config, request)))
         except ValueError as error:
-            return [failed(request, f"vllm: {error}")]
-
-    def _generate(self, requests: list[Request]) -> list[Completion]:
-        params = [self._vllm.SamplingParams(**sampling_options(self.config, r.id)) for r in requests]
-        if requests[0].messages is not None:
-            outputs = self._llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
-        else:
-            outputs = self._llm.generate([r.prompt for r in requests], params, use_tqdm=False)
-        return [completion(r.id, o) for r, o in zip(requests, outputs)]
+            on_done(failed(request, f"vllm: {error}"))
+            return
+        self._running[engine_id] = (request, on_done)
 
 
 def completion(request_id: str, output: Any) -> Completion:
-    """A `Completion` from a `vllm.RequestOutput`."""
+    """A `Completion` from a finished `vllm.RequestOutput`."""
     sample = output.outputs[0]
-    reason = sample.finish_reason if sample.finish_reason in ("stop", "length") else "error"
+    known = sample.finish_reason in ("stop", "length")
     return Completion(
         request_id,
         sample.text,
-        reason,
+        sample.finish_reason if known else "error",
         prompt_tokens=len(output.prompt_token_ids or ()),
         output_tokens=len(sample.token_ids),
-        error=None if reason != "error" else f"vllm finished with {sample.finish_reason!r}",
+        error=None if known else f"vllm finished with {sample.finish_reason!r}",
     )

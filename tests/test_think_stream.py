@@ -1,0 +1,63 @@
+"""The think stage streams: one window of requests stays full across records, and samples leave as they finish."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tests.test_generate_openai import fault_config, fault_server  # noqa: F401  (the fixture)
+from tpt.generate.store import read_entries
+from tpt.progress import Progress
+from tpt.schema import Record
+from tpt.stages.think import Think
+
+
+def test_the_window_stays_full_and_samples_leave_in_the_order_they_finish(fault_server, tmp_path):
+    server = fault_server(["slow"], delay=0.05)  # the first request takes 10 times as long as the others
+    stage = Think(fault_config(server.url, chat=True, max_in_flight=8), "embedded", str(tmp_path))
+    stream = stage.stream(Progress("think"))
+    out = []
+    for i in range(40):
+        out += stream.push(Record(f"d{i:02d}", "web", f"Document {i}."))
+    out += stream.finish()
+    stage.close()
+    assert sorted(r.id for r in out) == [f"d{i:02d}" for i in range(40)]
+    assert server.max_in_flight == 8 and len(server.requests) == 40
+    assert out[0].id != "d00" and out.index(next(r for r in out if r.id == "d00")) >= 5  # the slow one left late
+
+
+class FailOnce(Think):
+    """Fault injection only: the first sample of `d05` fails its bundle, after its result was stored and while
+    other requests of the bundle are still in flight."""
+
+    failed = False
+
+    def _sample(self, pending, entry):
+        if pending.request.id == "d05" and not FailOnce.failed:
+            FailOnce.failed = True
+            raise RuntimeError("injected failure")
+        return super()._sample(pending, entry)
+
+
+def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server, tmp_path):
+    """Beam's bundle-based direct runner retries a failed bundle in the same worker, as Dataflow does: the retry
+    reuses what was stored and follows what the failed attempt still has in flight; nothing is sent twice."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.beam.transforms import ApplyStage
+
+    server = fault_server(delay=0.05)
+    stage = FailOnce(fault_config(server.url, chat=True, max_in_flight=4), "embedded", str(tmp_path))
+    ids = [f"d{i:02d}" for i in range(12)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=BundleBasedDirectRunner"])) as pipeline:
+        out = pipeline | beam.Create([Record(i, "web", f"Document {i}.") for i in ids]) | ApplyStage(stage, None)
+        assert_that(out.records | beam.Map(lambda r: r.id), equal_to(ids))
+    assert FailOnce.failed  # the bundle did fail once
+    assert len(server.requests) == len(ids)  # each generated once, counted at the server
+    assert results(tmp_path) == Counter(ids)
+
+
+def results(out) -> Counter:
+    """How many finished results the store holds per request id."""
+    return Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)
