@@ -29,6 +29,34 @@ def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
     return config, run(config, workers=2)
 
 
+@pytest.fixture(scope="session")
+def teacher():
+    """A simulated OpenAI-compatible teacher (benchmarks/simulator.py): thinking in milliseconds, the same text
+    for the same request, so two runs can be compared sample by sample."""
+    from benchmarks.simulator import SimulatedServer
+
+    with SimulatedServer(slots=8, rate=4000, mean_tokens=50) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, dict]:
+    """The demo plus a source of bad lines (so there are rejects to compare), with thinking from the simulated
+    teacher, through the Beam pipeline (2 worker processes), once per session."""
+    from pipelines.beam.pipeline import run
+    from tests.test_pipeline_beam import BAD_LINES
+    from tpt.config import GenerateConfig, SourceConfig
+
+    folder = tmp_path_factory.mktemp("full-run")
+    good = {"id": "mixed-ok", "text": "A good line among bad ones: it is kept."}
+    write_jsonl(folder / "mixed.jsonl", [good, *BAD_LINES, {"id": "mixed-ok", "text": "the same id again"}])
+    config = demo_config.model_copy(update={
+        "sources": [*demo_config.sources, SourceConfig(name="mixed", path=str(folder / "mixed.jsonl"))],
+        "generate": GenerateConfig(backend="openai", model="teacher", base_urls=[teacher.url], temperature=0.0, max_new_tokens=64),
+    }).with_output_dir(str(folder / "out"))
+    return config, run(config, workers=2)
+
+
 def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
     """A JSONL file of `rows`; a str row is written as the raw line (for malformed input)."""
     with open(path, "w", encoding="utf-8") as stream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.test_pipeline_beam import read_shards
 from tpt.cli import main as cli
 from tpt.config import PipelineConfig, load_config
 from tpt.io.output import OutputLayout, read_rejects
+from tpt.io.publish import STAGING, UNPUBLISHED
 from tpt.stages import build_stages, output_fields
 
 RUN_DEPENDENT = ("wall_seconds", "docs_per_second", "engine", "output")  # summary keys that name the run, not the data
@@ -41,29 +43,13 @@ def outputs(out) -> dict:
     }
 
 
-def deterministic(config):
-    """The config as the equivalence test runs it: thinking, once configured, greedy, unpadded and short on short documents."""
-    if config.generate is None:
-        return config
-    return config.model_copy(update={
-        "generate": config.generate.model_copy(update={"temperature": 0.0, "max_new_tokens": 8, "micro_batch_size": 1}),
-        "truncate": config.truncate.model_copy(update={"max_doc_tokens": 128}),
-    })
-
-
 @pytest.fixture(scope="module")
-def beam_and_datatrove(demo_run, demo_config, tmp_path_factory):
-    """The demo config through both engines; datatrove with as many tasks as output parts, 2 at a time."""
-    config = deterministic(demo_config)
-    if config is demo_config:
-        beam_config = demo_run[0]
-    else:
-        from pipelines.beam.pipeline import run as run_beam
-
-        beam_config = config.with_output_dir(str(tmp_path_factory.mktemp("beam")))
-        run_beam(beam_config, workers=2)
-    datatrove_config = config.with_output_dir(str(tmp_path_factory.mktemp("datatrove")))
-    summary = datatrove.run(datatrove_config, tasks=config.output.parts, workers=2)
+def beam_and_datatrove(full_run, tmp_path_factory):
+    """The demo with bad input and thinking (from a simulated teacher: the same thinking for the same request)
+    through both engines; datatrove with as many tasks as output parts, 2 at a time."""
+    beam_config, _ = full_run
+    datatrove_config = beam_config.with_output_dir(str(tmp_path_factory.mktemp("datatrove")))
+    summary = datatrove.run(datatrove_config, tasks=beam_config.output.parts, workers=2)
     return beam_config, datatrove_config, summary
 
 
@@ -72,7 +58,13 @@ def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
     beam, ours = outputs(beam_config.output.dir), outputs(datatrove_config.output.dir)
     stages = build_stages(datatrove_config)
     assert ours["fields"] == sorted(output_fields(datatrove_config, stages))  # every field each stage adds is compared
+    assert {"thinking", "thinking_tokens", "finish_reason", "sample_tokens"} <= set(ours["fields"])
     assert ours["samples"].keys() == beam["samples"].keys() and len(ours["samples"]) == summary["totals"]["written"] > 0
+    # thinking ran for every sample (the simulated teacher's answers can be cut to nothing, but not all of them)
+    assert summary["stages"]["think"]["requests_generated"] == summary["totals"]["written"]
+    assert all(s["finish_reason"] in ("stop", "length") for s in ours["samples"].values())
+    assert sum(s["thinking_tokens"] for s in ours["samples"].values()) > 10 * len(ours["samples"])
+    assert ours["rejects"]  # the bad lines: there are rejects to compare
     for doc_id, sample in ours["samples"].items():
         assert sample == beam["samples"][doc_id], doc_id
     for key in ("manifest", "rejects", "streams", "summary", "parts"):
@@ -90,7 +82,9 @@ def test_tasks_write_a_url_output_that_equals_a_local_one(beam_and_datatrove, gc
     assert len(layout.glob(f"{datatrove.WORK}/logs/stages/completions/*")) == local_config.output.parts
     assert not layout.glob(f"{datatrove.WORK}/{datatrove.SHUFFLE}/*")  # spent once merged
     layout.fs.get(layout.path(), str(tmp_path / "copy"), recursive=True)
-    assert outputs(tmp_path / "copy") == outputs(local_config.output.dir)
+    copy, local = outputs(tmp_path / "copy"), outputs(local_config.output.dir)
+    assert copy["rejects"] and sum(s["thinking_tokens"] for s in copy["samples"].values()) > 0  # something to compare
+    assert copy == local
 
 
 def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_and_datatrove):
@@ -102,13 +96,16 @@ def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_
     assert {p: p.stat().st_mtime_ns for p in mds.glob("*/part-*/*.mds*")} == shards
     assert not (out / datatrove.WORK / "shuffle").exists()  # spent once merged
 
-    # what a kill inside finalize leaves: the manifest merged, its parts deleted, no summary, no completion marker
+    # what a kill inside finalize leaves: the run staged, its manifest merged and its parts deleted, no summary,
+    # not published, no completion marker (and the previous run, here the same one, still published)
     before = outputs(config.output.dir)
-    (out / OutputLayout.summary).unlink()
+    staging = out / STAGING
+    for name in (OutputLayout.mds, OutputLayout.rejects, OutputLayout.manifest):
+        shutil.copytree(out / name, staging / name) if (out / name).is_dir() else shutil.copy(out / name, staging / name)
+    (staging / UNPUBLISHED).write_text("")
     (out / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
-    assert not (out / OutputLayout.manifest_parts).exists() and (out / OutputLayout.manifest).exists()
     assert datatrove.run(config, tasks=config.output.parts, workers=2)["totals"] == first["totals"]
-    assert outputs(config.output.dir) == before
+    assert outputs(config.output.dir) == before and not staging.exists()  # finalized again, and published
 
     fewer_tasks = datatrove.run(config, tasks=3, workers=2)  # another plan: not a resume of the first
     assert sorted(p.name for p in mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]

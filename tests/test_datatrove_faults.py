@@ -14,6 +14,7 @@ from pipelines.datatrove import pipeline as datatrove
 from tests.conftest import DEMO_CONFIG, ROOT
 from tests.test_datatrove import outputs
 from tpt.io.output import OutputLayout, part_of
+from tpt.io.publish import STAGING
 from tpt.schema import Reject
 
 TASKS = 4
@@ -24,11 +25,11 @@ KILLED_RUN = """
 import sys
 from tpt.config import load_config
 from pipelines.datatrove import pipeline
+from tpt.stages.base import Stage
 
-class HangOnDocument:  # fault injection only: holds its task open until the test kills the run
+class HangOnDocument(Stage):  # fault injection only: holds its task open until the test kills the run
     name, adds, batch_size = "hang", (), 1
     def __init__(self, doc_id): self.doc_id = doc_id
-    def setup(self): pass
     def process(self, batch):
         if batch[0].id == self.doc_id:
             __import__("threading").Event().wait()
@@ -65,18 +66,19 @@ def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_p
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the run's own process group: the driver and its task workers
         run.wait()
-    mds = out / OutputLayout.mds
+    mds = out / STAGING / OutputLayout.mds  # a run's parts stay staged until it is published
     assert not (completions / f"{HUNG_TASK:05d}").exists() and not (out / OutputLayout.summary).exists()
     kept = {p: p.stat().st_mtime_ns for rank in range(TASKS) if rank != HUNG_TASK for p in mds.glob(f"*/part-{rank:05d}/*")}
     assert kept and not list(mds.glob(f"*/part-{HUNG_TASK:05d}"))
 
     # and what a killed earlier attempt of the hung task could have left: its document set aside (a failed generation)
-    stale = out / OutputLayout.rejects / hung["source"] / f"part-{HUNG_TASK:05d}.jsonl"
+    stale = out / STAGING / OutputLayout.rejects / hung["source"] / f"part-{HUNG_TASK:05d}.jsonl"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text(json.dumps(Reject(hung["source"], "think", "generation_failed", "injected", id=hung["id"]).to_dict()) + "\n")
 
     config = demo_config.with_output_dir(str(out))
     summary = datatrove.run(config, tasks=TASKS, workers=2)
+    kept = {out / p.relative_to(out / STAGING): mtime for p, mtime in kept.items()}  # published by renames
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished tasks were not run again
     assert sorted(p.name for p in completions.iterdir()) == [f"{rank:05d}" for rank in range(TASKS)]
     beam, ours = outputs(demo_run[0].output.dir), outputs(config.output.dir)

@@ -10,11 +10,23 @@ from tpt.generate.prompts import PromptBuilder, load_template
 from tpt.generate.types import Request
 
 
+BASE = GenerateConfig(max_new_tokens=6, micro_batch_size=2, stop=[])
+
+
 @pytest.fixture(scope="module")
-def backend():
-    backend = build_backend(GenerateConfig(max_new_tokens=6, micro_batch_size=2, stop=[]))
+def loaded():
+    """The teacher, loaded once for the module (seconds on the CPU)."""
+    backend = build_backend(BASE)
     backend.setup()
-    return backend
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def backend(loaded):
+    """The loaded teacher with the base config, whatever config the test before set: no test depends on the order."""
+    loaded.config = BASE
+    return loaded
 
 
 def with_config(backend, **changes):
@@ -27,12 +39,13 @@ def test_generates_in_request_order_with_token_counts(backend):
     documents = ["Water boils at 100 degrees Celsius at sea level.", "The mitochondria produce most of a cell's ATP.",
                  "A prime number has exactly two divisors."]
     requests = [builder.request(f"doc{i}", d) for i, d in enumerate(documents)]
-    completions = with_config(backend, temperature=0.6).generate(requests)
+    sampling = with_config(backend, temperature=0.6)
+    completions = sampling.generate(requests)
     assert [c.id for c in completions] == ["doc0", "doc1", "doc2"]
     for completion in completions:
         assert completion.finish_reason == "length" and completion.output_tokens == 6 and completion.text.strip()
         assert completion.prompt_tokens > 40  # the chat template and the instruction around the document
-    assert [c.text for c in backend.generate(requests)] == [c.text for c in completions]  # seeded by request: reproducible
+    assert [c.text for c in sampling.generate(requests)] == [c.text for c in completions]  # seeded by request: reproducible
 
 
 def test_stops_at_a_stop_string(backend):

@@ -74,7 +74,12 @@ def test_demo_manifest_matches_the_shards(demo_run):
     assert manifest.schema.metadata[b"tpt_schema_version"] == b"1"
     _, samples = read_streams(config.output.dir)
     assert sorted(manifest.column("id").to_pylist()) == sorted(s["id"] for s in samples)
-    assert sum(manifest.column("kept_tokens").to_pylist()) == summary["totals"]["kept_tokens"]
+    # token counts against the shard texts encoded again with the real tokenizer, not the manifest they came from
+    encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
+    lengths = [len(e.ids) for e in encoder.encode_batch([s["text"] for s in samples], add_special_tokens=False)]
+    kept = dict(zip(manifest.column("id").to_pylist(), manifest.column("kept_tokens").to_pylist()))
+    assert [kept[s["id"]] for s in samples] == lengths
+    assert summary["totals"]["kept_tokens"] == sum(lengths) > 0
 
 
 def test_streams_block_loads_in_streaming_with_proportions(demo_run):
@@ -152,15 +157,19 @@ def test_core_imports_no_engine():
 
 
 def test_finalize_is_safe_to_repeat(demo_run, tmp_path):
-    """A finalize cut short (or run twice) merges again without losing or repeating a sample."""
+    """A finalize cut short after its merges (the run still staged, its indexes and manifest merged) merges again,
+    and publishes, without losing or repeating a sample."""
     import shutil
 
     from tpt.io.finalize import finalize
+    from tpt.io.publish import staged
     from tpt.stages import build_stages
 
     config, summary = demo_run
     copy = config.with_output_dir(str(tmp_path / "out"))
-    shutil.copytree(config.output.dir, copy.output.dir)
+    staging = staged(OutputLayout(copy.output.dir)).path()
+    shutil.copytree(f"{config.output.dir}/{OutputLayout.mds}", f"{staging}/{OutputLayout.mds}")  # the demo has no rejects
+    shutil.copy(f"{config.output.dir}/{OutputLayout.manifest}", staging)
     again = finalize(OutputLayout(copy.output.dir), copy, build_stages(copy), 1.0, summary["engine"])
     assert again["totals"] == summary["totals"] and again["sources"] == summary["sources"]
     _, samples = read_streams(copy.output.dir)

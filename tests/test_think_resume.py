@@ -42,16 +42,17 @@ def results(out) -> Counter:
     return Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)
 
 
-def tpt_run(config: str, out, kill_when=None) -> subprocess.CompletedProcess | None:
+def tpt_run(config: str, out, kill_when=None, engine: str = "beam") -> subprocess.CompletedProcess | None:
     """`tpt run` in its own process group; SIGKILL the whole group the moment `kill_when()` holds."""
-    command = [sys.executable, "-m", "tpt.cli", "run", config, "--output", str(out), "--workers", "2"]
+    command = [sys.executable, "-m", "tpt.cli", "run", config, "--output", str(out), "--workers", "2", "--engine", engine]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if kill_when is None:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
         return None
     deadline = time.monotonic() + 300
-    while not kill_when() and process.poll() is None:
+    while not kill_when():
+        assert process.poll() is None, f"the run ended before the kill point:\n{process.stdout.read()[-2000:]}"
         assert time.monotonic() < deadline, "the kill point was never reached"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
@@ -72,16 +73,19 @@ def resumed_run(tmp_path_factory):
         lambda: sum(results(out).values()) >= 5,  # mid-generation
         lambda: sum(results(out).values()) >= DOCS,  # every result stored, the shards not yet finished
     ]
-    stored = []
+    stored, finished = [], []  # after each kill: results in the store, and whether the run had finished
     for kill_when in kills:
         tpt_run(config, out, kill_when)
         stored.append(sum(results(out).values()))
+        finished.append((out / OutputLayout.summary).exists())
     tpt_run(config, out)
-    return load_config(config).with_output_dir(str(out)), stored
+    return load_config(config).with_output_dir(str(out)), stored, finished
 
 
 def test_killed_runs_lose_no_id_and_repeat_none(resumed_run):
-    config, stored = resumed_run
+    config, stored, finished = resumed_run
+    assert 0 < stored[1] < DOCS  # the second kill landed mid-generation
+    assert finished == [False, False, False]  # every kill landed before the run could finish, the third included
     assert stored == sorted(stored) and stored[-1] == DOCS  # every kill kept what was finished
     assert results(config.output.dir) == Counter({f"doc{i:02d}": 1 for i in range(DOCS)})  # no document generated twice
     _, samples = read_streams(config.output.dir)
@@ -91,7 +95,7 @@ def test_killed_runs_lose_no_id_and_repeat_none(resumed_run):
 
 
 def test_shards_hold_document_separator_thinking(resumed_run):
-    config, _ = resumed_run
+    config, _, _ = resumed_run
     encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
     _, samples = read_streams(config.output.dir)
     for sample in samples:
@@ -139,3 +143,38 @@ def test_a_changed_document_is_generated_afresh_not_served_stale(tmp_path):
     assert run("Salt dissolves in water.")["requests_generated"] == 1
     assert run("Salt dissolves in water.")["requests_generated"] == 0  # the same request: resumed
     assert run("Sugar dissolves in tea.")["requests_generated"] == 1  # same id, another document
+
+
+@pytest.mark.parametrize("engine", ["beam", "datatrove"])
+def test_killed_with_the_window_full_and_results_out_of_order_then_rerun(engine, tmp_path):
+    """Against a simulated continuous-batching server (long-tailed lengths, so results finish out of order, and
+    fewer slots than the window, so requests queue): kill mid-generation, rerun against a fresh server; the
+    rerun asks the server for exactly what the store lacked, and every id is stored once and in the shards once."""
+    from benchmarks.simulator import SimulatedServer
+
+    docs = 60
+    with open(ROOT / "data" / "demo" / "web.jsonl", encoding="utf-8") as stream:
+        texts = [json.loads(line)["text"][:400] for line in stream]
+    ids = [f"doc{i:02d}" for i in range(docs)]
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": i, "text": texts[n % len(texts)]} for n, i in enumerate(ids)])
+    out = tmp_path / "out"
+
+    def config(url: str) -> str:
+        path = tmp_path / "config.yaml"
+        path.write_text("sources: [{name: web, path: docs.jsonl}]\ntruncate: {max_doc_tokens: 64}\n"
+                        f"generate: {{backend: openai, model: teacher, base_urls: [{url}], chat: true, max_new_tokens: 1000, "
+                        "max_in_flight: 16, flush_every_docs: 1}\n")
+        return str(path)
+
+    with SimulatedServer(slots=8, rate=4000, mean_tokens=300) as first:
+        tpt_run(config(first.url), out, kill_when=lambda: sum(results(out).values()) >= 20, engine=engine)
+        assert first.stats()["max_queue"] > 0  # the windows held more requests than the server's slots
+    stored = results(out)
+    assert 20 <= len(stored) < docs and max(stored.values()) == 1
+    with SimulatedServer(slots=8, rate=4000, mean_tokens=300) as second:
+        tpt_run(config(second.url), out, engine=engine)
+        asked_again = second.stats()["requests"]
+    assert asked_again == docs - len(stored)  # only what the store lacked
+    assert results(out) == Counter(ids)
+    _, samples = read_streams(str(out))
+    assert sorted(s["id"] for s in samples) == ids

@@ -9,6 +9,7 @@ writing one output folder through gcsfs.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import fsspec
@@ -19,7 +20,7 @@ import yaml
 from analysis.runs import load_run
 from tests.test_pipeline_beam import read_shards, read_streams
 from tpt.generate.store import ThinkingStore, read_entries
-from tpt.io.output import OutputLayout, merge_manifest
+from tpt.io.output import OutputLayout, merge_manifest, read_rejects
 from tpt.schema import MANIFEST_SCHEMA
 
 
@@ -36,16 +37,20 @@ def output_url(request) -> tuple[str, int]:
     return f"{request.getfixturevalue('gcs_bucket')}/run-{uuid.uuid4().hex[:8]}", 2
 
 
-def test_beam_run_to_a_url_writes_what_a_local_run_writes(demo_run, output_url, tmp_path):
+def test_beam_run_to_a_url_writes_what_a_local_run_writes(full_run, output_url, tmp_path):
+    """The demo with bad input (so there are rejects) and thinking (so the thinking store is used)."""
     from pipelines.beam.pipeline import run
 
-    local_config, local_summary = demo_run
+    local_config, local_summary = full_run
     url, workers = output_url
     summary = run(local_config.with_output_dir(url), workers=workers)
     layout, local = OutputLayout(url), OutputLayout(local_config.output.dir)
     assert summary["output"] == url and summary["totals"] == local_summary["totals"] and summary["sources"] == local_summary["sources"]
+    assert summary["stages"]["think"]["requests_generated"] == summary["totals"]["written"]  # into the URL's store
     assert layout.read_parquet(layout.manifest) == local.read_parquet(local.manifest)
     assert layout.glob(f"{layout.rejects}/*/*.jsonl") == local.glob(f"{local.rejects}/*/*.jsonl")
+    rejects = sorted(read_rejects(layout), key=lambda r: json.dumps(r, sort_keys=True))
+    assert rejects and rejects == sorted(read_rejects(local), key=lambda r: json.dumps(r, sort_keys=True))
     assert layout.glob(".manifest*") == []  # merged and cleaned up
     assert load_run(url).summary == summary  # what `tpt report URL` and `tpt stats URL` read
 

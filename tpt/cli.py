@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return args.main(args) or 0
-    except (ValueError, FileNotFoundError) as error:  # ConfigError is a ValueError
+    except (ValueError, OSError) as error:  # a bad config (ConfigError is a ValueError), a missing file, an unreachable server, a full disk
         print(f"tpt {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -13,16 +13,15 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.beam.inference import Generate
 from pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts, WriteRejects
 from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
+from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, track_run
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
-from tpt.stages.think import Think
 
 LOCAL_RUNNER = "DirectRunner"
 
@@ -38,13 +37,13 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, layout: OutputLayout,
     unique = read.records | "Deduplicate" >> Deduplicate()
     records, rejects = unique.records, [read[REJECTS], unique[REJECTS]]
     for stage in stages:
-        transform = Generate(stage) if isinstance(stage, Think) else ApplyStage(stage, stage.batch_size, beacons)
-        staged = records | stage.name.title() >> transform
-        records = staged.records
-        rejects.append(staged[REJECTS])
+        outputs = records | stage.name.title() >> ApplyStage(stage, beacons)
+        records = outputs.records
+        rejects.append(outputs[REJECTS])
     separator = config.generate.separator if config.generate else None
-    records | "Write" >> WriteParts(layout.url, output_fields(config, stages), config.output, separator)
-    rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(layout.url, config.output.parts)
+    staging = staged(layout).url  # published over the previous run's outputs once the run is finished
+    records | "Write" >> WriteParts(staging, output_fields(config, stages), config.output, separator)
+    rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(staging, config.output.parts)
 
 
 def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
@@ -63,10 +62,14 @@ def run(config: PipelineConfig, runner: str = LOCAL_RUNNER, workers: int = 2, be
     files = list_inputs(config.sources)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # local workers inherit it: no dependency notices
     stages = build_stages(config)
+    for stage in stages:
+        stage.check()  # before anything is written
     layout = OutputLayout(config.output.dir)
-    layout.clear_previous_outputs()
-    started = time.monotonic()
-    with track_run(config, stages, files), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
-        build(pipeline, config, layout, stages, files)
-    engine = {"name": "beam", "runner": runner, "workers": workers}
-    return finalize(layout, config, stages, time.monotonic() - started, engine)
+    with RunLock(layout):
+        recover(layout)  # a publish an earlier run was killed in
+        layout.remove(STAGING)  # what a failed run left: a run starts afresh (OUT/thinking/ keeps its results)
+        started = time.monotonic()
+        with track_run(config, stages, files), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+            build(pipeline, config, layout, stages, files)
+        engine = {"name": "beam", "runner": runner, "workers": workers}
+        return finalize(layout, config, stages, time.monotonic() - started, engine)

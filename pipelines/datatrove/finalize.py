@@ -1,7 +1,8 @@
 """Finalize step: the one task that runs after every stage task, merging the run's output (tpt.io.finalize).
 
 It runs to the end once: a retry after a kill redoes the merge (tpt.io.finalize
-is safe to repeat), and does nothing once `summary.json` (written last) exists.
+is safe to repeat) or completes the publish, and does nothing once the run is
+published.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datatrove.pipeline.base import PipelineStep
 from tpt.config import PipelineConfig
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout
+from tpt.io.publish import UNPUBLISHED, recover, staged
 from tpt.io.storage import Folder
 from tpt.progress import BEACONS
 from tpt.stages.base import Stage
@@ -29,7 +31,8 @@ class Finalize(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         layout = OutputLayout(self.config.output.dir)
-        if not layout.exists(layout.summary):  # a fresh run has none: it exists only if an earlier attempt got this far
+        recover(layout)  # a publish an earlier attempt was killed in
+        if staged(layout).exists(UNPUBLISHED):  # gone once an earlier attempt published the run
             summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
         Folder(self.shuffle).remove("")  # the shuffle files are spent once the run is merged

@@ -21,6 +21,7 @@ from pipelines.datatrove.stage import ApplyStage
 from pipelines.datatrove.write import WriteParts
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout
+from tpt.io.publish import STAGING, UNPUBLISHED, RunLock, recover, staged
 from tpt.io.read import list_inputs
 from tpt.io.storage import Folder
 from tpt.progress import BEACONS, track_run
@@ -46,7 +47,9 @@ class DatatroveRun:
         self.layout = OutputLayout(config.output.dir)
         self.config = config.with_output_dir(self.layout.url)  # absolute: Slurm tasks start elsewhere
         self.executor, self.workers = executor, workers
-        self.tasks = tasks or config.output.parts
+        # Locally, one task per worker process: a task's generation window drains at its end, so a worker
+        # that ran several tasks in turn would leave the teacher servers idle at each of them.
+        self.tasks = tasks or (workers if executor == "local" else config.output.parts)
         self.files = list_inputs(config.sources)
         self.stages = build_stages(self.config)
         self.work = Folder(self.layout.url_of(WORK))
@@ -62,7 +65,7 @@ class DatatroveRun:
             Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes, beacons),
                          ScatterById(self.shuffle, self.tasks)], min(len(self.files), self.tasks)),
             Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage, beacons) for stage in stages),
-                             WriteParts(self.layout.url, output_fields(config, stages), config.output, separator)], self.tasks),
+                             WriteParts(staged(self.layout).url, output_fields(config, stages), config.output, separator)], self.tasks),
             Job(FINALIZE_JOB, [Finalize(config, stages, self.shuffle, started, self.engine)], 1),
         ]
 
@@ -73,31 +76,37 @@ class DatatroveRun:
         return local_executors(jobs, self.logs, self.workers)
 
     def start_or_resume(self) -> bool:
-        """True if an earlier attempt of this very run is resumed; else clear what other runs left."""
+        """True if an earlier attempt of this very run is resumed; else clear what other runs left unfinished
+        (the previous run's published outputs stay until this run publishes its own)."""
+        recover(self.layout)  # a publish an earlier run was killed in
         config = self.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
         state = json.loads(json.dumps({"config": config, "files": self.files, "tasks": self.tasks}))
         if self.work.exists(STAMP) and self.work.read_json(STAMP) == state:
             return True
-        self.layout.clear_previous_outputs()
+        self.layout.remove(STAGING)
         self.logs.remove(*JOBS)
         self.work.remove(SHUFFLE)
         self.work.write_text(STAMP, json.dumps(state, indent=1))
+        staged(self.layout).write_text(UNPUBLISHED, "")  # until finalize publishes the run
         return False
 
 
 def run(config: PipelineConfig, executor: str = "local", tasks: int | None = None, workers: int = 2) -> dict[str, Any] | None:
     """Run (local) or submit (Slurm) the pipeline; returns the run summary, or None once Slurm jobs are submitted."""
     plan = DatatroveRun(config, executor, tasks, workers)
-    if plan.start_or_resume():
-        log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
-    *_, last = plan.executors(time.time())
-    progress = track_run(plan.config, plan.stages, plan.files)
-    if executor == "slurm":
-        progress.start()  # for `tpt progress OUT`, from the tasks' beacons
-        last.run()  # submits the jobs it depends on first
-        return None
-    with progress:
-        last.run()  # runs the jobs it depends on first
+    for stage in plan.stages:
+        stage.check()  # before anything is written
+    with RunLock(plan.layout):  # on Slurm, while the jobs are submitted
+        if plan.start_or_resume():
+            log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
+        *_, last = plan.executors(time.time())
+        progress = track_run(plan.config, plan.stages, plan.files)
+        if executor == "slurm":
+            progress.start()  # for `tpt progress OUT`, from the tasks' beacons
+            last.run()  # submits the jobs it depends on first
+            return None
+        with progress:
+            last.run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)
 
 

@@ -1,5 +1,6 @@
 """Finish a run's output once every part is written: merged MDS indexes, the
-manifest, streams.yaml and summary.json.
+manifest, streams.yaml and summary.json, all in the staging folder, then
+published over the previous run's outputs in one swap.
 
 The summary is computed from what was written (manifest rows and reject
 files), not from engine counters, so it is exact on every engine and proves the
@@ -24,6 +25,7 @@ from streaming.base.util import merge_index
 
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
+from tpt.io.publish import publish, staged
 from tpt.schema import SCHEMA_VERSION
 from tpt.stages.base import Stage
 
@@ -33,19 +35,22 @@ TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens"
 
 
 def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
-    """Merge the parts of a finished run and write its streams.yaml and summary.json; safe to repeat."""
-    merge_mds_indexes(layout)
-    manifest = merge_manifest(layout)
-    rejects = read_rejects(layout)
+    """Merge the staged parts of a finished run, write its streams.yaml and summary.json (last), and publish it
+    over the previous run's outputs (tpt.io.publish); safe to repeat."""
+    staging = staged(layout)
+    merge_mds_indexes(staging)
+    manifest = merge_manifest(staging)
+    rejects = read_rejects(staging)
     written = Counter(manifest.column("source").to_pylist())
-    write_streams(layout, config, written)
+    write_streams(staging, config, written, published=layout)
     summary = build_summary(config, manifest, rejects, wall_seconds, engine)
     for stage in stages:
-        report = getattr(stage, "report", None)
-        if report is not None:
-            summary["stages"].setdefault(stage.name, {}).update(report(layout))
+        report = stage.report(staging)
+        if report:
+            summary["stages"].setdefault(stage.name, {}).update(report)
     summary["output"] = layout.url
-    layout.write_text(layout.summary, json.dumps(summary, indent=2) + "\n")
+    staging.write_text(staging.summary, json.dumps(summary, indent=2) + "\n")
+    publish(layout)
     return summary
 
 
@@ -72,16 +77,17 @@ def merge_mds_indexes(layout: OutputLayout) -> None:
                 shutil.copyfile(os.path.join(merged, "index.json"), target)
 
 
-def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter) -> None:
-    """OUT/streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples."""
+def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter, published: OutputLayout) -> None:
+    """streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples, naming the
+    shards where they will be once `layout` (the staging folder) is published."""
     sources = [s for s in config.sources if written[s.name]]
     total_weight = sum(s.weight for s in sources)
-    remote = config.output.remote or (None if layout.is_local else layout.url)  # a URL output is its own remote
+    remote = config.output.remote or (None if published.is_local else published.url)  # a URL output is its own remote
     streams = {}
     for source in sources:
         stream: dict[str, Any] = {}
-        if layout.is_local:  # a remote-only stream: streaming picks a local cache folder
-            stream["local"] = layout.url_of(f"{layout.mds}/{source.name}")
+        if published.is_local:  # a remote-only stream: streaming picks a local cache folder
+            stream["local"] = published.url_of(f"{published.mds}/{source.name}")
         if remote:
             stream["remote"] = f"{remote.rstrip('/')}/mds/{source.name}"
         if config.output.weighting == "proportion":

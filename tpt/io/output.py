@@ -47,15 +47,6 @@ class OutputLayout(Folder):
     streams = "streams.yaml"
     summary = "summary.json"
 
-    def clear_previous_outputs(self) -> None:
-        """Remove what an earlier run wrote, so a rerun never mixes old and new parts.
-
-        Resumable stage state (e.g. OUT/thinking/) is kept.
-        """
-        self.remove(self.mds, self.rejects, self.manifest_parts, self.manifest_merged, self.manifest, self.streams, self.summary)
-        if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-
 
 def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig,
                separator: str | None = None) -> int:

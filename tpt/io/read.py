@@ -35,8 +35,14 @@ def list_files(source: SourceConfig) -> list[str]:
 
 
 def list_inputs(sources: list[SourceConfig]) -> list[tuple[str, str]]:
-    """(source name, file) for every input file of a run, in config order: the work both engines spread."""
-    return [(source.name, path) for source in sources for path in list_files(source)]
+    """(source name, file) for every input file of a run, in config order: the work both engines spread.
+
+    Each file's format is told here, so a file no reader can read stops the run before anything is written.
+    """
+    files = [(source, path) for source in sources for path in list_files(source)]
+    for source, path in files:
+        file_format(source, path)
+    return [(source.name, path) for source, path in files]
 
 
 def file_size(path: str) -> int:
