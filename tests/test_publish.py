@@ -85,7 +85,7 @@ def test_a_publish_cut_short_at_any_step_is_completed_by_recover(layout, monkeyp
 def test_a_second_run_into_the_folder_is_refused_naming_the_first(tmp_path):
     layout = OutputLayout(tmp_path)
     with RunLock(layout):
-        with pytest.raises(RuntimeError, match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
+        with pytest.raises(FileExistsError, match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
             with RunLock(layout):
                 pass
     assert not layout.exists(LOCK)  # released
@@ -101,6 +101,6 @@ def test_a_killed_runs_lock_is_stale_and_taken_over(tmp_path):
     with RunLock(layout):  # not refreshed for longer than stale_after
         pass
     layout.write_text(LOCK, json.dumps({"host": "another-host", "pid": 1, "started": 0.0, "refreshed": 4e9}))
-    with pytest.raises(RuntimeError, match="host another-host, pid 1"):
+    with pytest.raises(FileExistsError, match="host another-host, pid 1"):
         with RunLock(layout):
             pass

@@ -125,3 +125,26 @@ def test_bytes_read_are_reported_as_reading_goes_and_add_up_to_the_file(tmp_path
         seen.append(record.id)
     assert len(seen) == len(rows) and sum(n for n, _ in credits) == path.stat().st_size
     assert credits[0][1] < len(rows)  # the first bytes are reported before the last row is read
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst", ".parquet"])
+def test_a_damaged_file_keeps_what_it_could_read_and_sets_the_rest_aside(tmp_path, suffix):
+    """A file cut short (a copy interrupted) or corrupted: its readable rows are kept, and one reject says where
+    and why reading stopped; nothing is silently dropped and the run goes on."""
+    rows = [{"id": f"r{i}", "text": f"row number {i} " * 20} for i in range(2000)]
+    path = tmp_path / f"s{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]}), path, row_group_size=500)
+    else:
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(data))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] + (b"\0" * 64 if suffix == ".parquet" else b"") + whole[-8:] * (suffix == ".parquet"))
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    records, rejects = [i for i in items if isinstance(i, Record)], [i for i in items if isinstance(i, Reject)]
+    # a cut zstd stream simply ends: its last, partial line is what is set aside
+    reason = "malformed_json" if suffix == ".jsonl.zst" else "unreadable_file"
+    assert len(rejects) == 1 and rejects[0].reason == reason
+    assert rejects[0].location.startswith(str(path))
+    assert [r.id for r in records] == [f"r{i}" for i in range(len(records))] and len(records) < 2000
+    assert records or suffix == ".parquet"  # a Parquet file's footer says where its rows are: without it, none

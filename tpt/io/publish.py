@@ -93,7 +93,7 @@ class RunLock:
         holder = self._holder()
         if holder is not None and not self._stale(holder):
             started = datetime.fromtimestamp(holder["started"]).isoformat(sep=" ", timespec="seconds")
-            raise RuntimeError(f"{self.layout.url} is being written by another run (host {holder['host']}, pid {holder['pid']}, "
+            raise FileExistsError(f"{self.layout.url} is being written by another run (host {holder['host']}, pid {holder['pid']}, "
                                f"started {started}); wait for it, or remove {self.layout.url_of(LOCK)} if that run is gone")
         self._write()
         self._thread = threading.Thread(target=self._refresh, name="tpt-lock", daemon=True)

@@ -7,12 +7,15 @@ the run and never a silent skip.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
@@ -22,6 +25,8 @@ from tpt.schema import Record, Reject, content_id
 STAGE = "read"
 EXCERPT = 200
 LINES_PER_CREDIT = 4096  # how often a JSONL reader reports the bytes it has read
+# what a damaged file raises part way: a cut or corrupt .gz / .zst stream, a broken Parquet file
+CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, pa.ArrowInvalid)
 
 
 def list_files(source: SourceConfig) -> list[str]:
@@ -79,8 +84,12 @@ def read_file(source: SourceConfig, path: str, max_doc_bytes: int,
     credit = _Credit(file_size(path) if on_bytes else 0, on_bytes)
     parquet = file_format(source, path) == "parquet"
     rows = _parquet_rows(source, path, credit) if parquet else _jsonl_rows(source, path, max_doc_bytes, credit)
-    for location, row in rows:
-        yield row if isinstance(row, Reject) else _to_record(source, location, row, max_doc_bytes)
+    location = f"{path}:start"
+    try:
+        for location, row in rows:
+            yield row if isinstance(row, Reject) else _to_record(source, location, row, max_doc_bytes)
+    except CORRUPT as error:  # the rows before it are read; the rest of the file cannot be
+        yield _reject(source, location, "unreadable_file", f"the file cannot be read past here: {type(error).__name__}: {error}", "")
     credit.to(credit.size)
 
 
@@ -130,7 +139,10 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
 
 def _parquet_rows(source: SourceConfig, path: str, credit: _Credit) -> Iterator[tuple[str, dict]]:
     with fsspec.open(path, mode="rb") as stream:
-        parquet = pq.ParquetFile(stream)
+        try:
+            parquet = pq.ParquetFile(stream)
+        except OSError as error:  # pyarrow's word for a footer it cannot parse
+            raise pa.ArrowInvalid(f"not a readable Parquet file: {error}") from error
         names = set(parquet.schema_arrow.names)
         columns = [c for c in (source.text_field, source.id_field) if c and c in names]
         number = 0
