@@ -19,7 +19,7 @@ aside; it never drops one. It counts its own progress on the `Progress` given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tpt.schema import Record, Reject
@@ -88,9 +88,3 @@ class Batches(StageStream):
         self.progress.update(len(batch))
         return results
 
-
-def run_stream(stream: StageStream, records: Iterable[Record]) -> Iterator[Record | Reject]:
-    """A stream driven by an iterator (engines whose steps are generators, such as datatrove's)."""
-    for record in records:
-        yield from stream.push(record)
-    yield from stream.finish()

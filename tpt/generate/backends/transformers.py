@@ -8,14 +8,13 @@ micro-batches, so the stage keeps preparing documents while the model runs.
 
 from __future__ import annotations
 
-import threading
-
 from tpt.assets import resolve_model_path
 from tpt.config import GenerateConfig
-from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
+from tpt.generate.backends.threaded import ThreadedBackend
+from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(ThreadedBackend):
     def __init__(self, config: GenerateConfig):
         self.config = config
         self._model = None
@@ -40,36 +39,14 @@ class TransformersBackend(Backend):
         eos = self._model.generation_config.eos_token_id
         # a sequence ends at its first end-of-sequence or padding token (finished rows are padded)
         self._ends = {self._pad, self._tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
-        self._waiting: list[tuple[Request, OnDone]] = []
-        self._closing = False
-        self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="tpt-transformers", daemon=True)
-        self._thread.start()
-
-    def submit(self, requests: list[Request], on_done: OnDone) -> None:
-        self.setup()
-        with self._wake:
-            self._waiting += [(request, on_done) for request in requests]
-            self._wake.notify()
-
-    def close(self) -> None:
-        """Stop the generation thread (requests still waiting are abandoned) and drop the model."""
-        if self._model is None:
-            return
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join()
-        self._model = None
+        self._start("tpt-transformers")
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._waiting or self._closing)
-                if self._closing:
-                    return
-                waiting, self._waiting = self._waiting, []
+        while (waiting := self._take(wait=True)) is not None:
             self._generate_all(waiting)
+
+    def _release(self) -> None:
+        self._model = None
 
     def _generate_all(self, waiting: list[tuple[Request, OnDone]]) -> None:
         """Every waiting request: those over the context fail at once, the rest go longest first in micro-batches."""

@@ -10,12 +10,12 @@ backend is chosen; it pins its own torch, so it lives in its own environment
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import Any
 
 from tpt.assets import resolve_model_path
 from tpt.config import GenerateConfig
-from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
+from tpt.generate.backends.threaded import ThreadedBackend
+from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
 
 
 def sampling_options(config: GenerateConfig, request: Request) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def sampling_options(config: GenerateConfig, request: Request) -> dict[str, Any]
     }
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(ThreadedBackend):
     def __init__(self, config: GenerateConfig):
         self.config = config
         self._llm = None
@@ -45,36 +45,11 @@ class VLLMBackend(Backend):
         self._engine = self._llm.llm_engine
         self._tokenizer = self._llm.get_tokenizer()
         self._ids = itertools.count()
-        self._waiting: list[tuple[Request, OnDone]] = []
         self._running: dict[str, tuple[Request, OnDone]] = {}
-        self._closing = False
-        self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="tpt-vllm", daemon=True)
-        self._thread.start()
-
-    def submit(self, requests: list[Request], on_done: OnDone) -> None:
-        self.setup()
-        with self._wake:
-            self._waiting += [(request, on_done) for request in requests]
-            self._wake.notify()
-
-    def close(self) -> None:
-        """Stop the generation thread (requests in flight are abandoned) and drop the engine."""
-        if self._llm is None:
-            return
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join()
-        self._llm = self._engine = None
+        self._start("tpt-vllm")
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._waiting or self._running or self._closing)
-                if self._closing:
-                    return
-                waiting, self._waiting = self._waiting, []
+        while (waiting := self._take(wait=not self._running)) is not None:
             for request, on_done in waiting:
                 self._add(request, on_done)
             if self._running:
@@ -82,6 +57,9 @@ class VLLMBackend(Backend):
                     if output.finished:
                         request, on_done = self._running.pop(output.request_id)
                         on_done(completion(request.id, output))
+
+    def _release(self) -> None:
+        self._llm = self._engine = None
 
     def _add(self, request: Request, on_done: OnDone) -> None:
         """Into the engine's running batch; a request vLLM refuses (over the context) fails alone, at once."""
