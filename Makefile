@@ -24,6 +24,7 @@ demo: assets
 	$(BIN)/tpt run configs/demo.yaml --output out/demo
 
 test: assets
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: assets

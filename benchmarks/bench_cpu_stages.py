@@ -63,7 +63,8 @@ def run_bare(corpus: Path, out: Path) -> int:
             for row, encoding in zip(batch, encoder.encode_batch([r["text"] for r in batch], add_special_tokens=False)):
                 n = len(encoding.ids)
                 text = row["text"][: encoding.offsets[MAX_TOKENS][0]] if n > MAX_TOKENS else row["text"]
-                writer.write({"id": row["id"], "source": "bench", "text": text, "doc_tokens": n, "kept_tokens": min(n, MAX_TOKENS), "truncated": int(n > MAX_TOKENS)})
+                writer.write({"id": row["id"], "source": "bench", "text": text,
+                              "doc_tokens": n, "kept_tokens": min(n, MAX_TOKENS), "truncated": int(n > MAX_TOKENS)})
                 written += 1
     return written
 

@@ -73,8 +73,9 @@ def bare_transformers_rate(config: GenerateConfig, prompts: list[list[dict]], id
             mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
             torch.manual_seed(request_seed(config.seed, ids[indices[start]]))
             with torch.inference_mode():
-                out = model.generate(input_ids=ids_, attention_mask=mask, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                                     top_k=None, max_new_tokens=config.max_new_tokens, stop_strings=config.stop, tokenizer=tokenizer, pad_token_id=pad)
+                out = model.generate(input_ids=ids_, attention_mask=mask, do_sample=True,
+                                     temperature=config.temperature, top_p=config.top_p, top_k=None, max_new_tokens=config.max_new_tokens,
+                                     stop_strings=config.stop, tokenizer=tokenizer, pad_token_id=pad)
             for row in out[:, width:].tolist():
                 tokens += next((k for k, t in enumerate(row) if t in (pad, tokenizer.eos_token_id)), len(row))
         return tokens
@@ -98,8 +99,10 @@ def bare_http_rate(config: GenerateConfig, prompts: list[list[dict]]) -> tuple[f
                 "top_p": config.top_p, "stream": False, **({"stop": config.stop} if config.stop else {})}
         async with slots, session.post(url, json=body) as response:
             raw = await response.text()
-        chunks = [json.loads(line[5:]) for line in raw.splitlines() if line.startswith("data:") and "[DONE]" not in line] or [json.loads(raw)]
-        return "".join((c["choices"][0].get("delta") or c["choices"][0].get("message") or {}).get("content") or "" for c in chunks if c["choices"])
+        chunks = [json.loads(line[5:]) for line in raw.splitlines()
+                  if line.startswith("data:") and "[DONE]" not in line] or [json.loads(raw)]
+        return "".join((c["choices"][0].get("delta") or c["choices"][0].get("message") or {}).get("content") or ""
+                       for c in chunks if c["choices"])
 
     async def run(batch) -> list[str]:
         slots = asyncio.Semaphore(config.max_in_flight)

@@ -150,7 +150,8 @@ def tpt_run(corpus: Path, work: Path, engine: str, workers: int, urls: list[str]
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     command = [sys.executable, "-m", "tpt.cli", "run", str(work / "config.yaml"), "--output", str(work / "out"), "--workers", str(workers),
                *(["--engine", "datatrove"] if engine == "datatrove" else [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # this tree's tpt, in every worker
+    # this tree's tpt, in every worker
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with open(work / "run.log", "w") as log:
         if subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
             raise RuntimeError(f"tpt run failed: {shlex.join(command)}\n{(work / 'run.log').read_text()[-3000:]}")

@@ -87,12 +87,16 @@ def main() -> None:
     tpt_seq_s, tpt_docs_s = len(sequences) / tpt_seconds, docs / tpt_seconds
     needed_tokens_s = MFU * H100_BF16_FLOPS / flops_per_token(args.max_seq_len)
     needed_seq_s = needed_tokens_s / args.max_seq_len
-    print(f"shards: {streams}; {tokens_per_doc:,.0f} tokens per sample (text + EOS); sequences of {args.max_seq_len} tokens; one CPU process")
-    print(f"bare StreamingDataset (read only):  {bare_docs_s:9,.0f} samples/s = {bare_docs_s * tokens_per_doc / args.max_seq_len:8,.1f} sequences/s")
-    print(f"tpt stream -> tokenize -> pack:     {tpt_docs_s:9,.0f} samples/s = {tpt_seq_s:8,.1f} sequences/s ({tpt_seq_s * args.max_seq_len:,.0f} tokens/s)")
+    print(f"shards: {streams}; {tokens_per_doc:,.0f} tokens per sample (text + EOS); "
+          f"sequences of {args.max_seq_len} tokens; one CPU process")
+    print(f"bare StreamingDataset (read only):  {bare_docs_s:9,.0f} samples/s = "
+          f"{bare_docs_s * tokens_per_doc / args.max_seq_len:8,.1f} sequences/s")
+    print(f"tpt stream -> tokenize -> pack:     {tpt_docs_s:9,.0f} samples/s = {tpt_seq_s:8,.1f} sequences/s "
+          f"({tpt_seq_s * args.max_seq_len:,.0f} tokens/s)")
     print(f"ratio tpt / bare: {tpt_seq_s / (bare_docs_s * tokens_per_doc / args.max_seq_len):.3f} (what tokenizing and packing cost)")
     print(f"1B model at {MFU:.0%} MFU on one H100 consumes {needed_seq_s:,.1f} sequences/s ({needed_tokens_s:,.0f} tokens/s), with "
-          f"FLOPs/token = 6*N + 12*layers*d_model*seq = 6*{PARAMS:.0e} + 12*{LAYERS}*{D_MODEL}*{args.max_seq_len} = {flops_per_token(args.max_seq_len):.3e}")
+          f"FLOPs/token = 6*N + 12*layers*d_model*seq = 6*{PARAMS:.0e} + 12*{LAYERS}*{D_MODEL}*{args.max_seq_len} "
+          f"= {flops_per_token(args.max_seq_len):.3e}")
     print(f"margin: one loader process makes {tpt_seq_s / needed_seq_s:.1f}x the sequences the GPU consumes")
 
 

@@ -90,7 +90,8 @@ def test_labels_come_from_the_configured_taxonomy(tmp_path):
     taxonomy["domain"]["labels"]["maths"] = "Mathematics, spelled short."
     (tmp_path / "taxonomy.yaml").write_text(yaml.safe_dump(taxonomy))
     rules = "[{when: {domain: maths}, max_new_tokens: 8}]"
-    config = f"sources: [{{name: web, path: web.jsonl}}]\nclassify: {{taxonomy: {tmp_path / 'taxonomy.yaml'}}}\ngenerate: {{budgets: {rules}}}\n"
+    config = (f"sources: [{{name: web, path: web.jsonl}}]\nclassify: {{taxonomy: {tmp_path / 'taxonomy.yaml'}}}\n"
+              f"generate: {{budgets: {rules}}}\n")
     assert load_config(write(tmp_path, config)).generate.budgets[0].when.labels() == {"domain": ("maths",)}
     with pytest.raises(ConfigError, match=r"classify.taxonomy: .*no such taxonomy file"):
         load_config(write(tmp_path, config.replace("taxonomy.yaml", "missing.yaml")))
@@ -212,7 +213,8 @@ def test_estimate_sample_run_applies_the_budgets(tmp_path, capsys):
     write_jsonl(tmp_path / "web.jsonl", [{"id": f"doc{i}", "text": text} for i, text in enumerate(texts)])
     config = write(tmp_path, "sources: [{name: web, path: web.jsonl}]\ntruncate: {max_doc_tokens: 32}\nclassify: {}\n"
                              "generate:\n  max_new_tokens: 2\n  budgets:\n"
-                             "    - {when: {reasoning: [none, basic, intermediate, advanced]}, max_new_tokens: 3, samples_per_document: 2}\n")
+                             "    - {when: {reasoning: [none, basic, intermediate, advanced]},"
+                             " max_new_tokens: 3, samples_per_document: 2}\n")
     workdir = tmp_path / "work"
     assert main(["estimate", str(config), "--sample", "3", "--tokens-per-second", "100", "--workdir", str(workdir),
                  "--json", str(tmp_path / "e.json")]) == 0

@@ -114,7 +114,8 @@ def test_train_save_load_predict_round_trip_on_real_text(trained, taxonomy):
 
 def test_a_model_too_small_to_quantise_is_written_unquantised(tmp_path, taxonomy, caplog):
     docs = [LabelledDoc(f"d{i}", text, {"domain": domain, "audience": "school", "reasoning": "basic"})
-            for i, (text, domain) in enumerate([("The cat sat on the mat.", "everyday_life"), ("Prove that x + 1 > x.", "mathematics")] * 3)]
+            for i, (text, domain) in enumerate([("The cat sat on the mat.", "everyday_life"),
+                                                ("Prove that x + 1 > x.", "mathematics")] * 3)]
     report = train_classifiers(docs, taxonomy, FastTextConfig(bucket=0, word_ngrams=1, min_count=1, validation=0), tmp_path)
     assert [report["axes"][axis]["model"] for axis in AXES] == ["domain.bin", "audience.bin", "reasoning.bin"]
     assert "fewer than the 256 quantisation needs" in caplog.text

@@ -4,6 +4,7 @@ and against a fault-injection server for 500 / 429 / timeout / disconnect behavi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -84,13 +85,14 @@ def test_think_stage_over_a_real_server(transformers_server, tmp_path):
     stage = Think(served_config(transformers_server), "embedded", str(tmp_path))
     out = stage.process([Record("a", "web", "Photosynthesis turns light into chemical energy.")])
     stage.close()
-    assert not isinstance(out[0], Reject) and out[0].thinking and out[0].thinking_tokens > 0 and out[0].sample_tokens > out[0].thinking_tokens
+    assert not isinstance(out[0], Reject) and out[0].thinking and out[0].thinking_tokens > 0
+    assert out[0].sample_tokens > out[0].thinking_tokens
 
 
 class FaultInjectionServer:
     """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`."""
 
-    def __init__(self, script: list[str], delay: float = 0.0, default: str = "ok"):
+    def __init__(self, script: list[str], delay: float = 0.0, default: str = "ok", models_status: int = 200):
         self.script, self.delay, self.default = list(script), delay, default
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
@@ -98,7 +100,7 @@ class FaultInjectionServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
         app = web.Application()
-        app.router.add_get("/v1/models", lambda request: web.json_response({"data": [{"id": SERVED}]}))
+        app.router.add_get("/v1/models", lambda request: web.json_response({"data": [{"id": SERVED}]}, status=models_status))
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_post("/v1/completions", self._answer)
         self._runner = web.AppRunner(app)
@@ -141,20 +143,47 @@ class FaultInjectionServer:
                 used = body["max_tokens"] if action == "no-reason-full" else 1
                 return web.json_response({"choices": [{"message": {"content": "half a thought"}}],
                                           "usage": {"prompt_tokens": 3, "completion_tokens": used}})
+            if action == "sse":  # streamed although not asked to, ending with a usage-only chunk (stream_options)
+                return await self._stream(request, [{"delta": {"role": "assistant"}}, {"delta": {"content": "thinking "}},
+                                                    {"delta": {"content": "in parts"}}, {"delta": {}, "finish_reason": "length"}])
+            if action.startswith("reasoning"):  # a reasoning parser's split; "-cut": the budget ran out inside the thinking
+                cut = action == "reasoning-cut"
+                message = {"reasoning_content": "the thinking", "content": None if cut else "\n\nthe answer"}
+                return web.json_response({"choices": [{"message": message, "finish_reason": "length" if cut else "stop"}]})
+            if action == "cut-body":  # a 200 whose body stops short of its Content-Length: the connection drops
+                response = web.StreamResponse(headers={"Content-Type": "application/json"})
+                response.content_length = 1000
+                await response.prepare(request)
+                await response.write(b'{"choices": [{"message": {"content": "half of')
+                request.transport.close()
+                return response
+            if action.startswith("200:"):  # a 200 with this body as it is
+                return web.Response(text=action[4:], content_type="application/json")
             text = f"<think>thinking for {body.get('prompt') or body['messages'][0]['content']}</think>"
             if "prompt" in body:
-                return web.json_response({"choices": [{"text": text, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+                return web.json_response({"choices": [{"text": text, "finish_reason": "stop"}],
+                                          "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
             return web.json_response({"choices": [{"message": {"content": text}, "finish_reason": "length"}]})
         finally:
             self.in_flight -= 1
+
+    async def _stream(self, request: web.Request, choices: list[dict]) -> web.StreamResponse:
+        """A server-sent-events answer: one `data:` event per chunk, written apart, then usage and `[DONE]`."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for choice in choices:
+            await response.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        return response
 
 
 @pytest.fixture
 def fault_server():
     servers = []
 
-    def start(script=(), delay=0.0, default="ok"):
-        servers.append(FaultInjectionServer(list(script), delay, default))
+    def start(script=(), delay=0.0, default="ok", models_status=200):
+        servers.append(FaultInjectionServer(list(script), delay, default, models_status))
         return servers[-1]
 
     yield start
@@ -265,3 +294,59 @@ def test_failed_generation_becomes_a_reject_and_is_retried_on_rerun(fault_server
     rerun = second.process([Record("a", "web", "A document.")])
     second.close()
     assert rerun[0].thinking.startswith("thinking for A document.") and rerun[0].finish_reason == "stop"  # </think> was seen
+
+
+def test_a_streamed_answer_is_its_chunks_joined_with_the_last_reason(fault_server):
+    server = fault_server(["sse"])
+    (completion,), _ = generate(fault_config(server.url), [Request("a", messages=({"role": "user", "content": "doc"},))])
+    assert (completion.text, completion.finish_reason, completion.error, completion.retries) == ("thinking in parts", "length", None, 0)
+    assert (completion.prompt_tokens, completion.output_tokens) == (3, 4)  # from the usage-only chunk after the last choice
+
+
+def test_a_reasoning_parsers_thinking_is_kept_and_its_answer_cut(fault_server, tmp_path):
+    """vLLM/SGLang `--reasoning-parser` return the thinking apart from the answer after `</think>`, which they take
+    out: the thinking is recorded, and the answer is cut as it is from a server that returns both in one text."""
+    server = fault_server(["reasoning", "reasoning-cut"])
+    stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
+    ended, cut = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    stage.close()
+    assert (ended.thinking, ended.finish_reason, ended.thinking_flags) == ("the thinking", "stop", [])
+    assert (cut.thinking, cut.finish_reason, cut.thinking_flags) == ("the thinking", "length", ["truncated"])
+
+
+def test_a_server_without_a_usable_model_list_is_used(fault_server):
+    """`/v1/models` answering 500 (transformers serve does) stops nothing: the server still generates."""
+    server = fault_server(models_status=500)
+    (completion,), _ = generate(fault_config(server.url), [Request("a", prompt="doc")])
+    assert (completion.text, completion.finish_reason, completion.retries) == ("<think>thinking for doc</think>", "stop", 0)
+
+
+def test_a_connection_dropped_mid_body_is_retried(fault_server):
+    server = fault_server(["cut-body"])
+    (completion,), backend = generate(fault_config(server.url), [Request("a", messages=({"role": "user", "content": "doc"},))])
+    assert (completion.text, completion.finish_reason, completion.error) == ("<think>thinking for doc</think>", "length", None)
+    assert (completion.retries, completion.failed_at, backend.retried, len(server.requests)) == (1, [server.url], 1, 2)
+
+
+NOT_A_COMPLETION = "answered something that is not a completion: AttributeError:"
+
+
+@pytest.mark.parametrize("chat, body, said", [
+    (True, '{"error": "model overloaded"}', 'answered without choices: {"error": "model overloaded"}'),
+    (True, '{"choices": []}', 'answered without a choice: {"choices": []}'),
+    (True, '{"choices": [{"finish_reason": "stop"}]}', 'answered a choice without a message: {"choices": [{"finish_reason": "stop"}]}'),
+    (False, '{"choices": [{"finish_reason": "stop"}]}', 'answered a choice without text: {"choices": [{"finish_reason": "stop"}]}'),
+    (True, '["not", "an", "object"]', f"{NOT_A_COMPLETION} 'list' object has no attribute 'get'"),
+    (True, '{"choices": [null]}', f"{NOT_A_COMPLETION} 'NoneType' object has no attribute 'get'"),
+])
+@pytest.mark.timeout(60)  # the way this fails is a request that never finishes
+def test_an_answer_that_is_not_a_completion_is_set_aside_with_the_reason(fault_server, tmp_path, chat, body, said):
+    """JSON with a 200 but no completion in it: a generation_failed reject naming the URL, not retried (the same
+    request would get the same answer), never empty thinking recorded as ended."""
+    server = fault_server([f"200:{body}"])
+    stage = Think(fault_config(server.url, chat=chat), "embedded", str(tmp_path))
+    (out,) = stage.process([Record("a", "web", "A document.")])
+    stage.close()
+    endpoint = "chat/completions" if chat else "completions"
+    assert isinstance(out, Reject) and (out.reason, out.detail) == ("generation_failed", f"{server.url}/{endpoint} {said}")
+    assert len(server.requests) == 1

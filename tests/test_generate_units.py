@@ -96,7 +96,8 @@ def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path)
     reader = ThinkingStore(tmp_path, "run2")
     index = reader.index()
     # failures are not done (a rerun retries them); a result answers only what was asked
-    assert {k: e["raw"] for k, e in zip(index, reader.fetch(list(index.values())))} == {("a", "k1"): "first", ("a", "k2"): "asked otherwise"}
+    assert {k: e["raw"] for k, e in zip(index, reader.fetch(list(index.values())))} == {
+        ("a", "k1"): "first", ("a", "k2"): "asked otherwise"}
     assert [e.get("id") for _, e in read_entries(tmp_path, "run1")] == [None, "a", "b", "a", "a"]
     with open(part, "a") as stream:
         stream.write("\nnot json\n")

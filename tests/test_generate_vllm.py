@@ -42,7 +42,8 @@ class SimulatedEngine:
             state[2] += 1
             finished = state[2] >= state[1]
             outputs.append(SimpleNamespace(request_id=request_id, finished=finished, prompt_token_ids=[1],
-                                           outputs=[SimpleNamespace(text="t" * state[2], token_ids=[0] * state[2], finish_reason="length")]))
+                                           outputs=[SimpleNamespace(text="t" * state[2], token_ids=[0] * state[2],
+                                                                    finish_reason="length")]))
             if finished:
                 del self.running[request_id]
         return outputs

@@ -57,8 +57,8 @@ def answer(text: str, finish_reason: str = "stop") -> Completion:
 
 
 def test_parse_answer_accepts_json_in_prose_and_refuses_everything_else(taxonomy):
-    assert parse_answer(answer('Sure! ```json\n{"domain": "Medicine & Health", "audience": "expert", "reasoning": "basic"}\n```'), taxonomy) == {
-        "domain": "medicine_health", "audience": "expert", "reasoning": "basic"}
+    assert parse_answer(answer('Sure! ```json\n{"domain": "Medicine & Health", "audience": "expert", "reasoning": "basic"}\n```'),
+                        taxonomy) == {"domain": "medicine_health", "audience": "expert", "reasoning": "basic"}
     for text, problem in [
         ("mathematics, expert, advanced", "no JSON object"),
         ('{"domain": "physics", "audience": "expert"}', "lacks reasoning"),

@@ -57,7 +57,8 @@ def test_demo_run_writes_every_document_once_with_weights(demo_run):
     assert {s: v["written"] for s, v in summary["sources"].items()} == {s: len(ids) for s, ids in expected.items()}
 
     weights = {s.name: s.weight for s in config.sources}
-    assert {name: s["proportion"] for name, s in streams.items()} == pytest.approx({n: w / sum(weights.values()) for n, w in weights.items()})
+    assert {name: s["proportion"] for name, s in streams.items()} == pytest.approx(
+        {n: w / sum(weights.values()) for n, w in weights.items()})
     assert all(s["local"].endswith(f"/mds/{name}") for name, s in streams.items())
 
     encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
@@ -121,7 +122,8 @@ def test_bad_input_is_set_aside_counted_and_nothing_valid_is_lost(tmp_path):
         ids = Counter(s["id"] for s in samples)
         assert set(ids) == {r["id"] for r in good_a + good_b} and max(ids.values()) == 1
         assert all(s["text"] == next(r["text"] for r in good_a + good_b if r["id"] == s["id"])[: len(s["text"])] for s in samples)
-        assert summary["stages"]["read"]["rejected"] == {"empty_text": 1, "invalid_utf8": 2, "malformed_json": 1, "missing_text": 1, "nul_bytes": 1}
+        assert summary["stages"]["read"]["rejected"] == {"empty_text": 1, "invalid_utf8": 2, "malformed_json": 1,
+                                                         "missing_text": 1, "nul_bytes": 1}
         assert summary["stages"]["deduplicate"]["rejected"] == {"duplicate_id": 2}
         assert summary["totals"] == summary["totals"] | {"read": 58, "written": 50, "rejected": 8}
         assert {name: s["repeat"] for name, s in streams.items()} == {"a": 3.0, "b": 1.0}

@@ -85,7 +85,8 @@ def test_a_publish_cut_short_at_any_step_is_completed_by_recover(layout, monkeyp
 def test_a_second_run_into_the_folder_is_refused_naming_the_first(tmp_path):
     layout = OutputLayout(tmp_path)
     with RunLock(layout):
-        with pytest.raises(FileExistsError, match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
+        with pytest.raises(FileExistsError,
+                           match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
             with RunLock(layout):
                 pass
     assert not layout.exists(LOCK)  # released

@@ -11,7 +11,7 @@ from tpt.schema import Record
 from tpt.stages.think import Think
 
 
-def test_the_window_stays_full_and_samples_leave_in_the_order_they_finish(fault_server, tmp_path):
+def test_the_window_stays_full_and_samples_leave_in_the_order_they_finish(fault_server, tmp_path):  # noqa: F811  (the fixture)
     server = fault_server(["slow"], delay=0.05)  # the first request takes 10 times as long as the others
     stage = Think(fault_config(server.url, chat=True, max_in_flight=8), "embedded", str(tmp_path))
     stream = stage.stream(Progress("think"))
@@ -38,7 +38,7 @@ class FailOnce(Think):
         return super()._sample(pending, entry)
 
 
-def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server, tmp_path):
+def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server, tmp_path):  # noqa: F811  (the fixture)
     """Beam's bundle-based direct runner retries a failed bundle in the same worker, as Dataflow does: the retry
     reuses what was stored and follows what the failed attempt still has in flight; nothing is sent twice."""
     import apache_beam as beam

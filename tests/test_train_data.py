@@ -49,7 +49,8 @@ def test_packed_epoch_is_the_documents_tokens_plus_eos(demo_run, streams_file, t
     seen: list[dict] = []
     sequences = list(pack((seen.append(d) or d for d in documents), 256))
     assert len(seen) == demo_run[1]["totals"]["written"]  # proportions 2:1:1 over the whole demo: one epoch, every sample
-    expected = np.concatenate([np.append(tokenizer(_text_of(documents, d["index"]), add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+    expected = np.concatenate([np.append(tokenizer(_text_of(documents, d["index"]), add_special_tokens=False)["input_ids"],
+                                         tokenizer.eos_token_id)
                                for d in seen])
     packed = np.concatenate([tokens for tokens, _ in sequences])
     assert len(expected) - 256 < len(packed) <= len(expected)

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from analysis.runs import load_run
-from tests.test_pipeline_beam import read_shards, read_streams
+from tests.conftest import write_jsonl
+from tests.test_pipeline_beam import BAD_LINES, read_shards, read_streams
+from tpt.config import PipelineConfig
 from tpt.generate.store import ThinkingStore, read_entries
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
 from tpt.schema import MANIFEST_SCHEMA
@@ -141,3 +145,42 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
     build(pipeline, config, OutputLayout(config.output.dir), build_stages(config), list_inputs(config.sources))
     transforms = pipeline.to_runner_api().components.transforms.values()  # every DoFn pickles, as for submission
     assert {"Read", "Deduplicate", "Truncate", "Classify", "Write", "WriteRejects"} <= {t.unique_name for t in transforms}
+
+
+def test_bad_input_read_from_urls_is_set_aside_as_from_local_files(gcs_bucket, tmp_path):
+    """gs:// sources to a gs:// output, on both engines: the rejects of a local run, each naming its gs:// file:line."""
+    from pipelines.beam.pipeline import run as run_beam
+    from pipelines.datatrove.pipeline import run as run_datatrove
+
+    local_in, url_in = tmp_path / "in", f"{gcs_bucket}/bad-input-{uuid.uuid4().hex[:8]}"
+    local_in.mkdir()
+    good = [{"id": f"g{i}", "text": f"Good document number {i}."} for i in range(4)]
+    write_jsonl(local_in / "a.jsonl", good[:2] + BAD_LINES + good[2:] + [{"id": "g1", "text": "a duplicate id"}])
+    with open(local_in / "a.jsonl", "ab") as stream:
+        stream.write(b'{"id": "u", "text": "caf\xe9"}\n')  # not UTF-8
+    pq.write_table(pa.table({"id": ["p1", "p2", "p3", "g2"], "text": ["A Parquet document.", None, "  ", "an id of source a again"]}),
+                   local_in / "b.parquet")
+    for path in local_in.iterdir():
+        with fsspec.open(f"{url_in}/in/{path.name}", "wb") as stream:
+            stream.write(path.read_bytes())
+
+    def config(inputs: str, out: str) -> PipelineConfig:
+        sources = [{"name": "a", "path": f"{inputs}/a.jsonl"}, {"name": "b", "path": f"{inputs}/b.parquet"}]
+        return PipelineConfig.model_validate({"sources": sources, "output": {"dir": out, "parts": 2}})
+
+    def rejects(out: str, inputs: str) -> list[dict]:
+        """The rejects of a run, each location's folder named `IN`, in a stable order."""
+        rows = [r | {"location": r["location"] and r["location"].replace(inputs, "IN", 1)} for r in read_rejects(OutputLayout(out))]
+        assert all(r["location"] is None or r["location"].startswith("IN/") for r in rows)  # every file:line is one of `inputs`
+        return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+    run_beam(config(str(local_in), str(tmp_path / "out")), workers=2)
+    expected = rejects(str(tmp_path / "out"), str(local_in))
+    assert Counter(r["reason"] for r in expected) == {
+        "malformed_json": 1, "missing_text": 2, "empty_text": 2, "nul_bytes": 1, "invalid_utf8": 2, "duplicate_id": 2}
+    assert {r["location"] for r in expected if r["reason"] == "missing_text"} == {"IN/a.jsonl:4", "IN/b.parquet:row 2"}
+
+    run_beam(config(f"{url_in}/in", f"{url_in}/beam"), workers=2)
+    assert rejects(f"{url_in}/beam", f"{url_in}/in") == expected
+    run_datatrove(config(f"{url_in}/in", f"{url_in}/datatrove"), tasks=2, workers=2)
+    assert rejects(f"{url_in}/datatrove", f"{url_in}/in") == expected

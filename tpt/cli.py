@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # dependency deprecation notices, not the user's concern
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "urllib3", "httpx", "filelock", "datatrove"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for chatty in ("apache_beam.runners.portability.local_job_service", "streaming"):

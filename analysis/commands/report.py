@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="OUT", help="run output folders or URLs, e.g. gs://... (each with manifest.parquet and summary.json)")
+    parser.add_argument("runs", nargs="+", metavar="OUT",
+                        help="run output folders or URLs, e.g. gs://... (each with manifest.parquet and summary.json)")
     parser.add_argument("--output", help="report folder (default: OUT/report of the first run); replaced whole when done")
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
 

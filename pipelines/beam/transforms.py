@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import secrets
 import threading
 from collections.abc import Iterator
@@ -77,11 +78,22 @@ class _StageFn(beam.DoFn):
 
 
 class _SharedStages:
-    """Set-up stages by tag, each with the number of DoFn instances in this process that use it."""
+    """Set-up stages by tag, each with the number of DoFn instances in this process that use it.
+
+    Beam drops a DoFn whose bundle failed without tearing it down, so whatever is still set up when the
+    process exits is closed then (a store flushed, a session closed).
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._stages: dict[str, list] = {}
+        atexit.register(self.close_all)
+
+    def close_all(self) -> None:
+        with self._lock:
+            stages, self._stages = self._stages, {}
+        for stage, _ in stages.values():
+            stage.close()
 
     def acquire(self, tag: str, stage: Stage) -> Stage:
         with self._lock:

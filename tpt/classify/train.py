@@ -94,7 +94,8 @@ def train_axis(axis: str, docs: list[LabelledDoc], texts: dict[str, str], params
         vectors = model.get_input_matrix().shape[0]
         quantize = params.quantize and vectors >= PQ_MIN_VECTORS
         if params.quantize and not quantize:
-            log.warning("%s model: %d input vectors, fewer than the %d quantisation needs; writing it unquantised (.bin)", axis, vectors, PQ_MIN_VECTORS)
+            log.warning("%s model: %d input vectors, fewer than the %d quantisation needs; writing it unquantised (.bin)",
+                        axis, vectors, PQ_MIN_VECTORS)
         if quantize:
             model.quantize(input=str(train_file), qnorm=True, retrain=True, cutoff=params.cutoff, thread=params.threads, verbose=0)
     finally:

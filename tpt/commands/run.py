@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int,
                         help="local worker processes (default: CPU count, at most 8); on Slurm, tasks running at once (default: no cap)")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local", help="datatrove executor (default: local)")
-    parser.add_argument("--tasks", type=int, help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
+    parser.add_argument("--tasks", type=int,
+                        help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
     parser.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
 
 

@@ -14,7 +14,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training YAML (see composer_yamls/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="set a key of the YAML (dotted for nested keys; values parse as YAML)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="set a key of the YAML (dotted for nested keys; values parse as YAML)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens")
 
 
-def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
+def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float,
+             engine: dict[str, Any]) -> dict[str, Any]:
     """Merge the staged parts of a finished run, write its streams.yaml and summary.json (last), and publish it
     over the previous run's outputs (tpt.io.publish); safe to repeat."""
     staging = staged(layout)
@@ -102,7 +103,8 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     layout.write_text(layout.streams, header + yaml.safe_dump({"streams": streams}, sort_keys=False))
 
 
-def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict], wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
+def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict], wall_seconds: float,
+                  engine: dict[str, Any]) -> dict[str, Any]:
     per_source = {}
     for source in config.sources:
         rows = manifest.filter(pc.equal(manifest.column("source"), source.name))

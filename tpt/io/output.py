@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -73,7 +72,8 @@ def mds_sample(record: Record, fields: list[str], separator: str | None = None) 
             raise ValueError(f"record {record.id!r} of {record.source!r}: field {name!r} is unset, but the shards store it")
         if name == "text" and record.thinking is not None:
             if separator is None:
-                raise ValueError(f"record {record.id!r} of {record.source!r} has thinking, but no separator was given to join it to the document")
+                raise ValueError(f"record {record.id!r} of {record.source!r} has thinking, "
+                                 "but no separator was given to join it to the document")
             value = record.text + separator + record.thinking
         elif name == "thinking_flags":
             value = ",".join(value)

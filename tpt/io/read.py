@@ -119,7 +119,8 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
             if not line.strip():
                 continue
             if len(line) > max_doc_bytes:
-                yield location, _reject(source, location, "too_large", f"line of {len(line):,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", line[:EXCERPT])
+                yield location, _reject(source, location, "too_large",
+                                        f"line of {len(line):,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", line[:EXCERPT])
                 continue
             try:
                 text = line.decode("utf-8")
@@ -132,7 +133,8 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
                 yield location, _reject(source, location, "malformed_json", str(error), line[:EXCERPT])
                 continue
             if not isinstance(row, dict):
-                yield location, _reject(source, location, "malformed_json", f"expected a JSON object, got {type(row).__name__}", line[:EXCERPT])
+                yield location, _reject(source, location, "malformed_json",
+                                        f"expected a JSON object, got {type(row).__name__}", line[:EXCERPT])
                 continue
             yield location, row
 
@@ -159,7 +161,8 @@ def _to_record(source: SourceConfig, location: str, row: dict[str, Any], max_doc
     if text is None:
         return _reject(source, location, "missing_text", f"no field {source.text_field!r}; fields: {sorted(row)}", excerpt)
     if not isinstance(text, str):
-        return _reject(source, location, "missing_text", f"field {source.text_field!r} is {type(text).__name__}, expected a string", excerpt)
+        return _reject(source, location, "missing_text",
+                       f"field {source.text_field!r} is {type(text).__name__}, expected a string", excerpt)
     if not text.strip():
         return _reject(source, location, "empty_text", f"field {source.text_field!r} is empty or whitespace", excerpt)
     if "\x00" in text:

@@ -181,7 +181,8 @@ class Think(Stage):
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
         sample = record.replace(id=request_id)
         if flags and self.config.flagged == "reject":
-            return Reject.of(sample, self.name, f"thinking_{flags[0]}", f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
+            return Reject.of(sample, self.name, f"thinking_{flags[0]}",
+                             f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
         sample_text = record.text + self.config.separator + thinking
         return sample.replace(
             thinking=thinking,

@@ -37,7 +37,8 @@ def read_streams(spec: dict[str, dict[str, Any]] | str) -> dict[str, dict[str, A
         return spec
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"train_loader.dataset.streams: no streams file at {path} (run `tpt run` first: it writes OUT/streams.yaml)")
+        raise FileNotFoundError(f"train_loader.dataset.streams: no streams file at {path} "
+                                "(run `tpt run` first: it writes OUT/streams.yaml)")
     streams = (yaml.safe_load(path.read_text()) or {}).get("streams")
     if not isinstance(streams, dict) or not streams:
         raise ValueError(f"{path}: expected a `streams:` mapping of stream name to {{local, remote, proportion|repeat}}")
@@ -55,7 +56,8 @@ def build_streams(spec: dict[str, dict[str, Any]] | str, download_timeout: float
         if not local and not remote:
             raise ValueError(f"stream {name!r}: needs `local` (a folder of MDS shards) or `remote`")
         if not remote and not (Path(local) / "index.json").is_file():
-            raise FileNotFoundError(f"stream {name!r}: no MDS shards at {local} (expected {Path(local) / 'index.json'}; run `tpt run` first)")
+            raise FileNotFoundError(f"stream {name!r}: no MDS shards at {local} "
+                                    f"(expected {Path(local) / 'index.json'}; run `tpt run` first)")
         streams.append(Stream(download_timeout=download_timeout, **stream))
     return streams
 

@@ -115,7 +115,8 @@ class OpenAIBackend(Backend):
                         continue  # some servers (transformers serve) have no usable model list
                     served = [m.get("id") for m in (await response.json(content_type=None)).get("data", [])]
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-                raise ConnectionError(f"generate.base_urls: no OpenAI-compatible server answers at {server.url} ({type(error).__name__}: {error})") from None
+                raise ConnectionError(f"generate.base_urls: no OpenAI-compatible server answers at {server.url} "
+                                      f"({type(error).__name__}: {error})") from None
             if served and self.config.model not in served:
                 raise ValueError(f"generate.model: the server at {server.url} does not serve {self.config.model!r}; it serves {served}")
 
@@ -127,12 +128,17 @@ class OpenAIBackend(Backend):
 
     async def _one(self, request: Request, on_done: OnDone) -> None:
         async with self._slots:
-            completion = await self._with_retries(request)
+            try:
+                completion = await self._with_retries(request)
+            except Exception as error:  # a bug, but the caller waits for every request: it fails with the reason
+                progress_log.exception("openai: request %s failed unexpectedly", request.id)
+                completion = failed(request, f"openai: unexpected {type(error).__name__}: {error}")
         self.failed += completion.finish_reason == "error"
         on_done(completion)
         if time.monotonic() - self._logged_at >= LOG_INTERVAL:
             self._logged_at = time.monotonic()
-            progress_log.info("openai: %d in flight, %d retries, %d failed | %s", len(self._tasks), self.retried, self.failed, self.router.line())
+            progress_log.info("openai: %d in flight, %d retries, %d failed | %s",
+                              len(self._tasks), self.retried, self.failed, self.router.line())
 
     async def _with_retries(self, request: Request) -> Completion:
         chat = request.messages is not None
@@ -194,7 +200,10 @@ class OpenAIBackend(Backend):
             raise RetryableError(f"connection to {url} failed: {type(error).__name__}: {error}") from None
         except (ValueError, json.JSONDecodeError) as error:
             raise PermanentError(f"{url} answered something that is not JSON: {error}") from None
-        return _completion(request_id, chunks, chat, url)
+        try:
+            return _completion(request_id, chunks, chat, url)
+        except (AttributeError, TypeError) as error:  # JSON of another shape: failed with the reason, never a task that dies unheard
+            raise PermanentError(f"{url} answered something that is not a completion: {type(error).__name__}: {error}") from None
 
 
 async def _sse_data(response: aiohttp.ClientResponse):
@@ -209,20 +218,28 @@ async def _sse_data(response: aiohttp.ClientResponse):
 
 def _completion(request_id: str, chunks: list[dict], chat: bool, url: str) -> Completion:
     """One completion from a JSON answer or the chunks of a streamed one."""
-    text, reason, usage = [], None, {}
+    reasoning, text, reason, usage, answered = [], [], None, {}, False
     for chunk in chunks:
         choices = chunk.get("choices")
         if choices is None:
             raise PermanentError(f"{url} answered without choices: {json.dumps(chunk)[:300]}")
-        for choice in choices[:1]:
-            part = (choice.get("message") or choice.get("delta") or {}) if chat else choice
+        for choice in choices[:1]:  # a stream's usage-only chunk has none
+            part = choice.get("message", choice.get("delta")) if chat else choice
+            if not isinstance(part, dict) or not chat and "text" not in part:
+                raise PermanentError(f"{url} answered a choice without {'a message' if chat else 'text'}: {json.dumps(chunk)[:300]}")
+            answered = True
             # reasoning servers (vLLM/SGLang reasoning parsers) return the thinking apart from the content
-            text += [part.get("reasoning_content") or part.get("reasoning") or "", part.get("content") or part.get("text") or ""]
+            reasoning.append(part.get("reasoning_content") or part.get("reasoning") or "")
+            text.append(part.get("content") or part.get("text") or "")
             reason = choice.get("finish_reason") or reason
         usage = chunk.get("usage") or usage
+    if not answered:  # never an empty completion: nothing was generated
+        raise PermanentError(f"{url} answered without a choice: {json.dumps(chunks[-1])[:300] if chunks else 'no data'}")
+    thinking, answer = "".join(reasoning), "".join(text)
     return Completion(
         request_id,
-        "".join(text),
+        # a reasoning parser took out the `</think>` before the answer: put back, the answer is cut as from any server
+        f"{thinking}</think>{answer}" if thinking and answer else thinking or answer,
         reason if reason in ("stop", "length") else "unknown",  # a missing reason is never taken for "stop"
         prompt_tokens=usage.get("prompt_tokens", 0),
         output_tokens=usage.get("completion_tokens", 0),

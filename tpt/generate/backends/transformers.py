@@ -108,5 +108,6 @@ class TransformersBackend(ThreadedBackend):
             tokens = row if ended is None else row[:ended]
             text = self._tokenizer.decode(tokens, skip_special_tokens=True)
             stopped = ended is not None or any(s in text for s in self.config.stop)
-            completions.append(Completion(request.id, text, "stop" if stopped else "length", prompt_tokens=len(ids), output_tokens=len(tokens)))
+            completions.append(Completion(request.id, text, "stop" if stopped else "length",
+                                          prompt_tokens=len(ids), output_tokens=len(tokens)))
         return completions
