@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-AXES = ("domain", "audience", "reasoning")
 UNKNOWN = "unknown"
 REASONING_LEVELS = {"none": 0, "no": 0, "basic": 1, "intermediate": 2, "advanced": 3}
 AUDIENCE_LEVELS = (("general", 0), ("public", 0), ("school", 1), ("k-12", 1), ("k12", 1), ("undergrad", 2), ("graduate", 3), ("expert", 3))

@@ -9,8 +9,8 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
-from analysis.classes import AXES
 from analysis.plots import AXIS_TITLES, compact
+from tpt.classify.taxonomy import AXES
 
 PAPER_RATIO = 1.5  # the paper's advanced-over-no-reasoning thinking length (Figure 4)
 WARN_RATE = 0.05  # truncated or flagged thinking above this share is worth a look

@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.classes import AXES, reasoning_level  # noqa: E402
+from analysis.classes import reasoning_level  # noqa: E402
+from tpt.classify.taxonomy import AXES  # noqa: E402
 
 INK, MUTED, GRID = "#1f2937", "#6b7280", "#e5e7eb"
 DOCUMENT, THINKING = "#94a3b8", "#4f46e5"

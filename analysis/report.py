@@ -14,9 +14,9 @@ import pyarrow.csv as pacsv
 
 from analysis import html, plots
 from analysis.atomic import replacing_dir
-from analysis.classes import AXES
 from analysis.runs import Run, connect
 from analysis.stats import analyse
+from tpt.classify.taxonomy import AXES
 
 REPORT_PAGE = "report.html"
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from analysis.classes import AXES, label_sql, order_classes, top_over_none
+from analysis.classes import label_sql, order_classes, top_over_none
+from tpt.classify.taxonomy import AXES
 
 GROUPS = (*AXES, "source")
 PERCENTILES = (0.1, 0.5, 0.9)
