@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.corpus import demo_texts  # noqa: E402
 from benchmarks.simulator import SimulatedServer  # noqa: E402
 from tpt.config import GenerateConfig  # noqa: E402
+from tpt.generate.backends.openai import request_body  # noqa: E402
 from tpt.generate.prompts import PromptBuilder, load_template  # noqa: E402
 from tpt.generate.store import read_entries  # noqa: E402
 from tpt.generate.types import Request, request_seed  # noqa: E402
@@ -109,13 +110,6 @@ def think_requests(kept: list[Record]) -> list[Request]:
     """The chat requests tpt's think stage makes of truncated records (the default prompt; the teacher is a chat model)."""
     builder = PromptBuilder(load_template(SETTINGS.prompt), chat=True)
     return [builder.request(r.id, r.text) for r in kept]
-
-
-def request_body(request: Request) -> dict:
-    """What tpt's openai backend posts for `request`; its seed makes the simulator draw the same length."""
-    c = SETTINGS
-    return {"model": c.model, "messages": list(request.messages), "max_tokens": c.max_new_tokens, "temperature": c.temperature,
-            "top_p": c.top_p, "seed": request_seed(c.seed, request.id), "stop": list(c.stop), "stream": False}
 
 
 # the clients ---------------------------------------------------------------------------------------------------------
@@ -242,7 +236,7 @@ def parse_case(case: str) -> tuple[str, int, int]:
 def run_fleet(workload: Workload, records: list[Record], cases: list[str], tmp: Path) -> None:
     corpus = write_corpus(tmp / "corpus.jsonl", records)
     requests = think_requests(truncated(records))
-    bodies = [request_body(request) for request in requests]
+    bodies = [request_body(SETTINGS, request) for request in requests]
     why_not = datatrove_missing()
     ideal: dict[int, Measure] = {}
     runner: dict[int, Measure] = {}
@@ -295,7 +289,7 @@ def stage_rate(url: str, records: list[Record]) -> tuple[int, float, float]:
 
 def run_client_cost(workload: Workload, records: list[Record]) -> None:
     kept = truncated(records)
-    bodies = [request_body(request) for request in think_requests(kept)]
+    bodies = [request_body(SETTINGS, request) for request in think_requests(kept)]
     with workload.servers(1, instant=True)[0] as server:
         started = time.perf_counter()
         bare_tokens = asyncio.run(keep_window([server.url], bodies, WINDOW))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tests.test_generate_openai import fault_config, fault_server  # noqa: F401  (the fixture)
-from tpt.generate.store import read_entries
+from tests.test_think_resume import results
 from tpt.progress import Progress
 from tpt.schema import Record
 from tpt.stages.think import Think
@@ -57,7 +57,3 @@ def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server,
     assert len(server.requests) == len(ids)  # each generated once, counted at the server
     assert results(tmp_path) == Counter(ids)
 
-
-def results(out) -> Counter:
-    """How many finished results the store holds per request id."""
-    return Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)

@@ -18,6 +18,10 @@ class Request:
     prompt: str | None = None
     max_new_tokens: int | None = None  # this request's budget; None: the config's `max_new_tokens`
 
+    def budget(self, default: int) -> int:
+        """The new tokens this request may generate: its own budget, or `default` (the config's)."""
+        return self.max_new_tokens or default
+
 
 @dataclass
 class Completion:

@@ -12,6 +12,7 @@ and resume after a kill for free.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -98,9 +99,7 @@ class Think(Stage):
             self._store = None
 
     def request_ids(self, record: Record) -> list[str]:
-        """One request per sample: the document id itself, or id#k when several samples are asked for."""
-        n = self._budgets.of(record).samples_per_document
-        return [record.id] if n == 1 else [f"{record.id}#{k}" for k in range(n)]
+        return sample_ids(record.id, self._budgets.of(record).samples_per_document)
 
     def report(self, layout: OutputLayout) -> dict[str, Any]:
         """This run's generation figures for summary.json, read back from its store parts."""
@@ -122,9 +121,8 @@ class Think(Stage):
     def _pending(self, record: Record) -> list[Pending]:
         """The requests of a record's samples, each with its store key."""
         pending, budget = [], self._budgets.of(record)
-        for rid in self.request_ids(record):
-            request = self._prompts.request(rid, record.text)
-            request = Request(request.id, request.messages, request.prompt, budget.max_new_tokens)
+        for rid in sample_ids(record.id, budget.samples_per_document):
+            request = dataclasses.replace(self._prompts.request(rid, record.text), max_new_tokens=budget.max_new_tokens)
             pending.append(Pending(record, request, self._fingerprint(request)))
         return pending
 
@@ -192,6 +190,11 @@ class Think(Stage):
             sample_tokens=len(self._encoder.encode(sample_text, add_special_tokens=False).ids),
             thinking_budget=pending.request.max_new_tokens,
         )
+
+
+def sample_ids(document_id: str, samples: int) -> list[str]:
+    """One request per sample: the document id itself, or id#k when several samples are asked for."""
+    return [document_id] if samples == 1 else [f"{document_id}#{k}" for k in range(samples)]
 
 
 class Pending(NamedTuple):

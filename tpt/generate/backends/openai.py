@@ -142,7 +142,7 @@ class OpenAIBackend(Backend):
 
     async def _with_retries(self, request: Request) -> Completion:
         chat = request.messages is not None
-        body = self._body(request)
+        body = request_body(self.config, request)
         failed_at = []
         for attempt in itertools.count():
             server = self.router.pick()
@@ -164,23 +164,6 @@ class OpenAIBackend(Backend):
                 self.router.answered(server, completion.output_tokens)
             completion.retries, completion.server, completion.failed_at = attempt, server.url, failed_at
             return completion
-
-    def _body(self, request: Request) -> dict:
-        body = {
-            "model": self.config.model,
-            "max_tokens": request.max_new_tokens or self.config.max_new_tokens,
-            "temperature": self.config.temperature,
-            "top_p": self.config.top_p,
-            "seed": request_seed(self.config.seed, request.id),
-            "stream": False,
-        }
-        if self.config.stop:
-            body["stop"] = list(self.config.stop)
-        if request.messages is not None:
-            body["messages"] = list(request.messages)
-        else:
-            body["prompt"] = request.prompt
-        return body
 
     async def _post(self, url: str, body: dict, request_id: str, chat: bool) -> Completion:
         try:
@@ -244,6 +227,25 @@ def _completion(request_id: str, chunks: list[dict], chat: bool, url: str) -> Co
         prompt_tokens=usage.get("prompt_tokens", 0),
         output_tokens=usage.get("completion_tokens", 0),
     )
+
+
+def request_body(config: GenerateConfig, request: Request) -> dict:
+    """The JSON body posted for `request`: /v1/chat/completions for a conversation, /v1/completions for a prompt."""
+    body = {
+        "model": config.model,
+        "max_tokens": request.budget(config.max_new_tokens),
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "seed": request_seed(config.seed, request.id),
+        "stream": False,
+    }
+    if config.stop:
+        body["stop"] = list(config.stop)
+    if request.messages is not None:
+        body["messages"] = list(request.messages)
+    else:
+        body["prompt"] = request.prompt
+    return body
 
 
 def retry_after(header: str | None) -> float | None:

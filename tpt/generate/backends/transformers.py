@@ -83,7 +83,7 @@ class TransformersBackend(ThreadedBackend):
         width = max(len(ids) for ids in prompts)
         input_ids = torch.tensor([[self._pad] * (width - len(ids)) + ids for ids in prompts], device=self._model.device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self._model.device)
-        budget = max(r.max_new_tokens or self.config.max_new_tokens for r in requests)  # each row is cut to its own below
+        budget = max(r.budget(self.config.max_new_tokens) for r in requests)  # each row is cut to its own below
         if self._context:
             budget = min(budget, self._context - width)
         sampling = self.config.temperature > 0
@@ -103,7 +103,7 @@ class TransformersBackend(ThreadedBackend):
             )
         completions = []
         for request, ids, row in zip(requests, prompts, output[:, width:].tolist()):
-            row = row[:request.max_new_tokens or self.config.max_new_tokens]
+            row = row[:request.budget(self.config.max_new_tokens)]
             ended = next((k for k, token in enumerate(row) if token in self._ends), None)
             tokens = row if ended is None else row[:ended]
             text = self._tokenizer.decode(tokens, skip_special_tokens=True)

@@ -24,7 +24,7 @@ def sampling_options(config: GenerateConfig, request: Request) -> dict[str, Any]
         "n": 1,  # samples per document are separate requests, each with its own id and seed
         "temperature": config.temperature,
         "top_p": config.top_p,
-        "max_tokens": request.max_new_tokens or config.max_new_tokens,
+        "max_tokens": request.budget(config.max_new_tokens),
         "stop": list(config.stop),
         "seed": request_seed(config.seed, request.id),
     }
