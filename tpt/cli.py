@@ -20,6 +20,7 @@ COMMANDS = {
     "label": "tpt.commands.label",
     "classifiers": "tpt.commands.classifiers",
     "train": "tpt.commands.train",
+    "heldout": "tpt.commands.heldout",
     "report": "analysis.commands.report",
     "stats": "analysis.commands.stats",
     "estimate": "analysis.commands.estimate",

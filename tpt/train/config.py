@@ -71,6 +71,33 @@ class LoaderConfig(Section):
     timeout: float = 0
 
 
+class EvalDatasetConfig(DatasetConfig):
+    shuffle: bool = False  # the same sequences at every evaluation, so the scores compare along the run
+
+
+class EvalLoaderConfig(LoaderConfig):
+    """One eval set: MDS streams of held-out raw documents d, packed like the training data, scored by LM loss and perplexity."""
+
+    label: str | None = None  # names its metrics (metrics/<label>/LanguageCrossEntropy); needed when there are several
+    dataset: EvalDatasetConfig
+    num_workers: int = Field(default=0, ge=0)
+    drop_last: bool = False
+
+
+class EvalTaskConfig(Section):
+    """A downstream task scored offline, during and after training, the way lm-eval-harness scores it (tpt/train/tasks.py)."""
+
+    label: str
+    task: Literal["gsm8k"] = "gsm8k"
+    path: str  # the evaluation split, JSONL (data/gsm8k/test.jsonl)
+    fewshot_path: str | None = None  # where the few-shot examples come from (data/gsm8k/train.jsonl)
+    num_fewshot: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, gt=0)  # the first N problems only
+    generate: bool = False  # also greedy answers and their exact match (worth it once the model can do arithmetic)
+    max_new_tokens: int = Field(default=256, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+
+
 class TrainConfig(Section):
     run_name: str | None = None  # autoresume needs one: it names the run's checkpoints
     seed: int = 17
@@ -86,6 +113,12 @@ class TrainConfig(Section):
     precision: Literal["fp32", "amp_fp16", "amp_bf16", "amp_fp8"] = "amp_bf16"
     fsdp_config: dict[str, Any] | None = None
     compile_config: dict[str, Any] | None = None  # torch.compile arguments; None: eager
+    eval_loader: EvalLoaderConfig | list[EvalLoaderConfig] | None = None
+    eval_tasks: list[EvalTaskConfig] = []
+    eval_interval: str | int = 1  # Composer time (500ba, 1ep); an int counts epochs
+    eval_first: bool = False  # evaluate the untrained (or loaded) model before the first batch
+    eval_subset_num_batches: int = -1  # batches per eval set at each evaluation; -1: all
+    device_eval_batch_size: int | None = Field(default=None, gt=0)  # None: the train device batch size
     save_folder: str | None = None
     save_interval: str | int = "1000ba"
     save_num_checkpoints_to_keep: int = -1
@@ -108,6 +141,19 @@ class TrainConfig(Section):
         if isinstance(model, dict) and model.get("pretrained_model_name_or_path") and "tokenizer" not in raw:
             return {**raw, "tokenizer": {"name": model["pretrained_model_name_or_path"]}}
         return raw
+
+    @property
+    def eval_loaders(self) -> list[EvalLoaderConfig]:
+        return self.eval_loader if isinstance(self.eval_loader, list) else [self.eval_loader] if self.eval_loader else []
+
+    @model_validator(mode="after")
+    def _labelled_evals(self) -> TrainConfig:
+        if isinstance(self.eval_loader, list) and any(loader.label is None for loader in self.eval_loader):
+            raise ValueError("eval_loader: each of several eval sets needs a label")
+        labels = [loader.label or "eval" for loader in self.eval_loaders] + [task.label for task in self.eval_tasks]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"eval_loader and eval_tasks labels must differ; got {labels}")
+        return self
 
     @model_validator(mode="after")
     def _resumable(self) -> TrainConfig:

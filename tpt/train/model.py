@@ -57,8 +57,8 @@ def check_fits(hf_config: Any, tokenizer: Any, max_seq_len: int) -> None:
 class CausalLM(HuggingFaceModel):
     """An HF causal LM whose loss is the mean next-token loss over every token of [d; t], with FLOPs for MFU."""
 
-    def __init__(self, model: Any, tokenizer: Any):
-        super().__init__(model, tokenizer=tokenizer, use_logits=True, shift_labels=True)
+    def __init__(self, model: Any, tokenizer: Any, eval_metrics: list[Any] | None = None):
+        super().__init__(model, tokenizer=tokenizer, use_logits=True, shift_labels=True, eval_metrics=eval_metrics)
         config = model.config
         self.n_layers, self.d_model = config.num_hidden_layers, config.hidden_size
         embeddings = model.get_input_embeddings().weight.numel()
@@ -73,7 +73,7 @@ class CausalLM(HuggingFaceModel):
         return per_token * batch_size * seq_len
 
 
-def build_model(config: ModelConfig, hf_config: Any, tokenizer: Any) -> CausalLM:
+def build_model(config: ModelConfig, hf_config: Any, tokenizer: Any, eval_metrics: list[Any] | None = None) -> CausalLM:
     """The Composer model, with the FSDP wrapping and activation checkpointing unit set to one decoder layer."""
     from transformers import AutoModelForCausalLM
 
@@ -88,4 +88,4 @@ def build_model(config: ModelConfig, hf_config: Any, tokenizer: Any) -> CausalLM
     model.fsdp_wrap_fn = lambda module: isinstance(module, layers)
     model.activation_checkpointing_fn = lambda module: isinstance(module, layers)
     model.param_init_fn = model._init_weights  # meta modules get initialized; FSDP then syncs rank 0's weights
-    return CausalLM(model, tokenizer)
+    return CausalLM(model, tokenizer, eval_metrics)

@@ -26,6 +26,7 @@ from streaming.base.util import clean_stale_shared_memory
 
 from tpt.train.config import TrainConfig
 from tpt.train.data import build_dataloader
+from tpt.train.evaluate import EvalLog, build_evaluators, eval_metrics
 from tpt.train.model import build_model, build_tokenizer, check_fits, model_config
 from tpt.train.sample_log import SampleLog
 
@@ -46,6 +47,7 @@ CALLBACKS = {
     "optimizer_monitor": OptimizerMonitor,
     "runtime_estimator": RuntimeEstimator,
     "sample_log": SampleLog,
+    "eval_log": EvalLog,  # every eval score against training tokens, as JSON lines
 }
 
 
@@ -84,12 +86,13 @@ def build_trainer(config: TrainConfig) -> Trainer:
     hf_config = model_config(config.model)
     check_fits(hf_config, tokenizer, config.max_seq_len)
     train_data = build_dataloader(config.train_loader, tokenizer, config.max_seq_len, batch, config.seed)  # checks every stream
+    evaluators = build_evaluators(config, tokenizer, batch)
     optimizer_factory, optimizer_args = named_with_args("optimizer", OPTIMIZERS, config.optimizer)
     scheduler_factory, scheduler_args = named_with_args("scheduler", SCHEDULERS, config.scheduler)
     loggers = build_named("logger", LOGGERS, config.loggers)
     callbacks = build_named("callback", CALLBACKS, config.callbacks)
 
-    model = build_model(config.model, hf_config, tokenizer)  # the first costly step: everything above has been checked
+    model = build_model(config.model, hf_config, tokenizer, eval_metrics())  # the first costly step: everything above has been checked
     log.info("model: %s, %.1fM parameters; %d sequences of %d tokens per device batch",
              type(model.model).__name__, sum(p.numel() for p in model.parameters()) / 1e6, batch, config.max_seq_len)
     return Trainer(
@@ -97,6 +100,9 @@ def build_trainer(config: TrainConfig) -> Trainer:
         seed=config.seed,
         model=model,
         train_dataloader=train_data,
+        eval_dataloader=evaluators or None,
+        eval_interval=config.eval_interval,
+        eval_subset_num_batches=config.eval_subset_num_batches,
         optimizers=optimizer_factory(model.parameters(), **optimizer_args),
         schedulers=scheduler_factory(**scheduler_args),
         max_duration=config.max_duration,
@@ -124,6 +130,8 @@ def build_trainer(config: TrainConfig) -> Trainer:
 def train(config: TrainConfig) -> Trainer:
     """Train to max_duration (or resume to it), and return the finished Trainer."""
     trainer = build_trainer(config)
+    if config.eval_first and trainer.state.evaluators and int(trainer.state.timestamp.batch) == 0:
+        trainer.eval(subset_num_batches=config.eval_subset_num_batches)  # llm-foundry's eval_first: the starting point of the curves
     trainer.fit()
     trainer.close()
     return trainer
