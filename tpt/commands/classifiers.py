@@ -49,15 +49,34 @@ def main(args: argparse.Namespace) -> int:
         print(f"metrics: {Path(args.output) / METRICS_FILE}")
         return 0
 
+    from tpt.classify.evaluation import evaluate_models, read_sources
     from tpt.classify.model import AxisModel, model_path
-    from tpt.classify.train import evaluate, normalized_texts
 
-    texts = normalized_texts(docs)
-    report = {}
-    for axis in AXES:
-        path = model_path(args.models or getattr(classify.models, axis), axis)
-        report[axis] = {"model": str(path), **evaluate(AxisModel(path, axis, taxonomy), docs, texts, taxonomy)}
-        print(f"  {axis:<10} {path}  accuracy {report[axis]['accuracy']}, macro F1 {report[axis]['macro_f1']}")
+    models = {axis: AxisModel(model_path(args.models or getattr(classify.models, axis), axis), axis, taxonomy) for axis in AXES}
+    report = evaluate_models(docs, read_sources(args.labels), models, taxonomy)
+    print(format_evaluation(report, AXES))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def format_evaluation(report: dict, axes: tuple[str, ...]) -> str:
+    """Per axis: accuracy, macro F1 and the confusion matrix; then one line per source."""
+    lines = []
+    for axis in axes:
+        metrics = report[axis]
+        lines.append(f"{axis}: {metrics['model']}  accuracy {metrics['accuracy']}, macro F1 {metrics['macro_f1']}")
+        labels, matrix = metrics["confusion"]["labels"], metrics["confusion"]["matrix"]
+        width = max(6, *(len(str(n)) for row in matrix for n in row))
+        lines.append("  confusion (rows: labelled, columns: predicted)")
+        lines.append(" " * 27 + " ".join(f"{i:>{width}}" for i in range(len(labels))))
+        lines.extend(f"  {i:>2} {label:<22}" + " ".join(f"{n:>{width}}" for n in row) for i, (label, row) in enumerate(zip(labels, matrix)))
+    if report["sources"]:
+        lines.append(f"{'source':<22}{'documents':>10}" + "".join(f"{axis:>11}" for axis in axes) + f"{'reasoning level':>17}")
+        for source, figures in report["sources"].items():
+            shares = "".join(f"{figures['expected'][axis]:>11.1%}" for axis in axes)
+            level = f"{figures['reasoning_level']:.2f} ({figures['labelled_reasoning_level']:.2f})" if "reasoning_level" in figures else ""
+            lines.append(f"{source or '(none)':<22}{figures['documents']:>10}{shares}{level:>17}")
+        lines.append("(share of each source given its expected label; mean reasoning level predicted, labelled in brackets: 0 = "
+                     "the taxonomy's first reasoning label)")
+    return "\n".join(lines)
