@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from analysis.runs import AnalysisError
+from tpt.analysis.runs import AnalysisError
 
 
 @contextmanager

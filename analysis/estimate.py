@@ -22,7 +22,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from analysis.runs import AnalysisError, Run, connect
+from tpt.analysis.runs import AnalysisError, Run, connect
 from tpt.config import GenerateConfig, PipelineConfig, SourceConfig
 from tpt.generate.budgets import Budgets
 from tpt.io.read import file_format, list_files

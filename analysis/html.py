@@ -9,7 +9,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
-from analysis.plots import AXIS_TITLES, compact
+from tpt.analysis.plots import AXIS_TITLES, compact
 from tpt.classify.taxonomy import AXES
 
 PAPER_RATIO = 1.5  # the paper's advanced-over-no-reasoning thinking length (Figure 4)

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.classes import reasoning_level  # noqa: E402
+from tpt.analysis.classes import reasoning_level  # noqa: E402
 from tpt.classify.taxonomy import AXES  # noqa: E402
 
 INK, MUTED, GRID = "#1f2937", "#6b7280", "#e5e7eb"

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from analysis.atomic import replacing_file
-from analysis.runs import AnalysisError
+from tpt.analysis.atomic import replacing_file
+from tpt.analysis.runs import AnalysisError
 
 WRITERS = {".csv": pacsv.write_csv, ".parquet": pq.write_table}
 

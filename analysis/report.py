@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from analysis import html, plots
-from analysis.atomic import replacing_dir
-from analysis.runs import Run, connect
-from analysis.stats import analyse
+from tpt.analysis import html, plots
+from tpt.analysis.atomic import replacing_dir
+from tpt.analysis.runs import Run, connect
+from tpt.analysis.stats import analyse
 from tpt.classify.taxonomy import AXES
 
 REPORT_PAGE = "report.html"

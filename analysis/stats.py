@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from analysis.classes import label_sql, order_classes, top_over_none
+from tpt.analysis.classes import label_sql, order_classes, top_over_none
 from tpt.classify.taxonomy import AXES
 
 GROUPS = (*AXES, "source")

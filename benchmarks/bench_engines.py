@@ -49,15 +49,15 @@ def engine_config(parts: Path, out: Path) -> PipelineConfig:
 
 
 def run_beam(config: PipelineConfig) -> int:
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
 
-    return run(config, workers=WORKERS)["totals"]["written"]
+    return execute(config, workers=WORKERS)["totals"]["written"]
 
 
 def run_datatrove(config: PipelineConfig) -> int:
-    from pipelines.datatrove.pipeline import run
+    from tpt.run import execute
 
-    return run(config, tasks=WORKERS, workers=WORKERS)["totals"]["written"]
+    return execute(config, "datatrove", tasks=WORKERS, workers=WORKERS)["totals"]["written"]
 
 
 def main() -> None:

@@ -38,11 +38,11 @@ def flops_per_token(seq_len: int) -> float:
 
 
 def demo_streams(folder: Path) -> Path:
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
     from tpt.config import load_config
 
     config = load_config(ROOT / "configs" / "demo.yaml").with_output_dir(str(folder))
-    run(config, workers=2)
+    execute(config, workers=2)
     return folder / "streams.yaml"
 
 

@@ -23,10 +23,10 @@ def demo_config() -> PipelineConfig:
 @pytest.fixture(scope="session")
 def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
     """The demo config through the Beam pipeline (2 worker processes), once per session."""
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
 
     config = demo_config.with_output_dir(str(tmp_path_factory.mktemp("demo-run")))
-    return config, run(config, workers=2)
+    return config, execute(config, workers=2)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def teacher():
 def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, dict]:
     """The demo plus a source of bad lines (so there are rejects to compare), with thinking from the simulated
     teacher, through the Beam pipeline (2 worker processes), once per session."""
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
     from tests.test_pipeline_beam import BAD_LINES
     from tpt.config import GenerateConfig, SourceConfig
 
@@ -54,7 +54,7 @@ def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, di
         "sources": [*demo_config.sources, SourceConfig(name="mixed", path=str(folder / "mixed.jsonl"))],
         "generate": GenerateConfig(backend="openai", model="teacher", base_urls=[teacher.url], temperature=0.0, max_new_tokens=64),
     }).with_output_dir(str(folder / "out"))
-    return config, run(config, workers=2)
+    return config, execute(config, workers=2)
 
 
 def write_jsonl(path: Path, rows: list[dict | str]) -> Path:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from analysis.estimate import count_documents
+from tpt.analysis.estimate import count_documents
 from tests.conftest import write_jsonl
 from tests.test_analysis_stats import random_rows, write_run
 from tpt.cli import main

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.classes import order_classes, reasoning_level, top_over_none
-from analysis.report import write_report
-from analysis.runs import connect, load_runs
+from tpt.analysis.classes import order_classes, reasoning_level, top_over_none
+from tpt.analysis.report import write_report
+from tpt.analysis.runs import connect, load_runs
 from tpt.schema import MANIFEST_SCHEMA
 
 LEVELS = ["none", "basic", "intermediate", "advanced"]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from analysis.estimate import write_sample
+from tpt.analysis.estimate import write_sample
 from tests.conftest import ROOT, write_jsonl
 from tests.test_analysis_stats import write_run
 from tests.test_pipeline_beam import read_shards

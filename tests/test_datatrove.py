@@ -13,13 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.datatrove import pipeline as datatrove
+from tpt.pipelines.datatrove import pipeline as datatrove
 from tests.conftest import ROOT, write_jsonl
 from tests.test_pipeline_beam import read_shards
 from tpt.cli import main as cli
 from tpt.config import PipelineConfig, load_config
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.io.publish import STAGING, UNPUBLISHED
+from tpt.run import execute
+from tpt.run.plan import RunPlan
 from tpt.stages import build_stages, output_fields
 
 RUN_DEPENDENT = ("wall_seconds", "docs_per_second", "engine", "output")  # summary keys that name the run, not the data
@@ -49,7 +51,7 @@ def beam_and_datatrove(full_run, tmp_path_factory):
     through both engines; datatrove with as many tasks as output parts, 2 at a time."""
     beam_config, _ = full_run
     datatrove_config = beam_config.with_output_dir(str(tmp_path_factory.mktemp("datatrove")))
-    summary = datatrove.run(datatrove_config, tasks=beam_config.output.parts, workers=2)
+    summary = execute(datatrove_config, "datatrove", tasks=beam_config.output.parts, workers=2)
     return beam_config, datatrove_config, summary
 
 
@@ -76,7 +78,7 @@ def test_tasks_write_a_url_output_that_equals_a_local_one(beam_and_datatrove, gc
     """To gs:// (a local Cloud Storage server): the MDS parts, rejects, shuffle files and datatrove's own logs."""
     _, local_config, _ = beam_and_datatrove
     url = f"{gcs_bucket}/datatrove-{tmp_path.name}"
-    summary = datatrove.run(local_config.with_output_dir(url), tasks=local_config.output.parts, workers=2)
+    summary = execute(local_config.with_output_dir(url), "datatrove", tasks=local_config.output.parts, workers=2)
     layout = OutputLayout(url)
     assert summary["output"] == url
     assert len(layout.glob(f"{datatrove.WORK}/logs/stages/completions/*")) == local_config.output.parts
@@ -92,7 +94,7 @@ def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_
     out = Path(config.output.dir)
     mds = out / OutputLayout.mds
     shards = {p: p.stat().st_mtime_ns for p in mds.glob("*/part-*/*.mds*")}
-    assert shards and datatrove.run(config, tasks=config.output.parts, workers=2) == first
+    assert shards and execute(config, "datatrove", tasks=config.output.parts, workers=2) == first
     assert {p: p.stat().st_mtime_ns for p in mds.glob("*/part-*/*.mds*")} == shards
     assert not (out / datatrove.WORK / "shuffle").exists()  # spent once merged
 
@@ -104,10 +106,10 @@ def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_
         shutil.copytree(out / name, staging / name) if (out / name).is_dir() else shutil.copy(out / name, staging / name)
     (staging / UNPUBLISHED).write_text("")
     (out / datatrove.WORK / "logs" / "finalize" / "completions" / "00000").unlink()
-    assert datatrove.run(config, tasks=config.output.parts, workers=2)["totals"] == first["totals"]
+    assert execute(config, "datatrove", tasks=config.output.parts, workers=2)["totals"] == first["totals"]
     assert outputs(config.output.dir) == before and not staging.exists()  # finalized again, and published
 
-    fewer_tasks = datatrove.run(config, tasks=3, workers=2)  # another plan: not a resume of the first
+    fewer_tasks = execute(config, "datatrove", tasks=3, workers=2)  # another plan: not a resume of the first
     assert sorted(p.name for p in mds.glob("web/part-*")) == ["part-00000", "part-00001", "part-00002"]
     assert fewer_tasks["sources"] == first["sources"] and fewer_tasks["totals"] == first["totals"]
 
@@ -130,12 +132,12 @@ def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tm
         # thinking, deterministic: greedy, one sequence per generate call (no padding), a few tokens
         "generate: {temperature: 0.0, max_new_tokens: 4, micro_batch_size: 1}\n"
     )
-    from pipelines.beam.pipeline import run as run_beam
+    from tpt.run import execute
 
     config = load_config(tmp_path / "config.yaml")
     beam_config, datatrove_config = config.with_output_dir(str(tmp_path / "beam")), config.with_output_dir(str(tmp_path / "dt"))
-    run_beam(beam_config, workers=2)
-    summary = datatrove.run(datatrove_config, tasks=2, workers=2)
+    execute(beam_config, workers=2)
+    summary = execute(datatrove_config, "datatrove", tasks=2, workers=2)
     beam, ours = outputs(beam_config.output.dir), outputs(datatrove_config.output.dir)
     for key in ("samples", "manifest", "rejects", "streams", "summary"):
         assert ours[key] == beam[key], key
@@ -170,14 +172,14 @@ def test_slurm_dry_run_prints_three_dependent_job_arrays_and_submits_nothing(tmp
     assert cli(["run", str(tmp_path / "local.yaml"), *args]) == 2
     assert "needs a `datatrove.slurm` section" in capsys.readouterr().err
     assert cli(["run", str(tmp_path / "local.yaml"), "--output", out, "--tasks", "3"]) == 2  # not a Beam option
-    assert "options of --engine datatrove" in capsys.readouterr().err
+    assert "--tasks is an option of --engine datatrove, not beam" in capsys.readouterr().err
 
 
 def test_slurm_jobs_pickle_as_datatrove_submits_them(demo_config, tmp_path):
     """A Slurm task runs the executor dill-pickled at submission: every step, stage included, must survive that."""
     config = PipelineConfig.model_validate(
         {**demo_config.model_dump(), "output": {"dir": str(tmp_path / "out")}, "datatrove": {"slurm": {"partition": "p"}}})
-    executors = datatrove.DatatroveRun(config, "slurm", 4, -1).executors(0.0)
+    executors = datatrove.DatatroveRun(RunPlan.build(config, check=False), "slurm", 4, -1).executors(0.0)
     copies = [dill.loads(dill.dumps(executor)) for executor in executors]
     assert [[type(step).__name__ for step in c.pipeline] for c in copies] == [
         ["ReadSources", "ScatterById"],

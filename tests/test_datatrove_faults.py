@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.datatrove import pipeline as datatrove
+from tpt.pipelines.datatrove.pipeline import WORK
+from tpt.run import execute
 from tests.conftest import DEMO_CONFIG, ROOT
 from tests.test_datatrove import outputs
 from tpt.io.output import OutputLayout, part_of
@@ -24,7 +25,7 @@ HUNG_TASK = 0  # the first task a worker takes; the other worker finishes every 
 KILLED_RUN = """
 import sys
 from tpt.config import load_config
-from pipelines.datatrove import pipeline
+from tpt.run import execute, plan
 from tpt.stages.base import Stage
 
 class HangOnDocument(Stage):  # fault injection only: holds its task open until the test kills the run
@@ -35,10 +36,10 @@ class HangOnDocument(Stage):  # fault injection only: holds its task open until 
             __import__("threading").Event().wait()
         return batch
 
-build_stages = pipeline.build_stages
-pipeline.build_stages = lambda config: [*build_stages(config), HangOnDocument(sys.argv[2])]
+build_stages = plan.build_stages
+plan.build_stages = lambda config: [*build_stages(config), HangOnDocument(sys.argv[2])]
 config = load_config(sys.argv[1]).model_copy(update={"generate": None})  # as the demo_config fixture
-pipeline.run(config.with_output_dir(sys.argv[3]), tasks=int(sys.argv[4]), workers=2)
+execute(config.with_output_dir(sys.argv[3]), "datatrove", tasks=int(sys.argv[4]), workers=2)
 """
 
 
@@ -54,7 +55,7 @@ def wait_for(paths: list, process: subprocess.Popen, log: Path, timeout: float =
 def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_path):
     out = tmp_path / "out"
     hung = next(s for s in outputs(demo_run[0].output.dir)["samples"].values() if part_of(s["id"], TASKS) == HUNG_TASK)
-    completions = out / datatrove.WORK / "logs" / "stages" / "completions"
+    completions = out / WORK / "logs" / "stages" / "completions"
     finished = [completions / f"{rank:05d}" for rank in range(TASKS) if rank != HUNG_TASK]
 
     log = tmp_path / "killed-run.log"
@@ -77,7 +78,7 @@ def test_killed_run_resumes_skipping_finished_tasks(demo_run, demo_config, tmp_p
     stale.write_text(json.dumps(Reject(hung["source"], "think", "generation_failed", "injected", id=hung["id"]).to_dict()) + "\n")
 
     config = demo_config.with_output_dir(str(out))
-    summary = datatrove.run(config, tasks=TASKS, workers=2)
+    summary = execute(config, "datatrove", tasks=TASKS, workers=2)
     kept = {out / p.relative_to(out / STAGING): mtime for p, mtime in kept.items()}  # published by renames
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished tasks were not run again
     assert sorted(p.name for p in completions.iterdir()) == [f"{rank:05d}" for rank in range(TASKS)]

@@ -130,9 +130,7 @@ def test_vllm_is_imported_only_when_chosen():
 
 
 def test_sample_text_is_document_separator_thinking():
-    record = Record("a", "web", "The document.", thinking="The thinking.", thinking_flags=["truncated"])
-    assert mds_sample(record, ["id", "text", "thinking", "thinking_flags"], "\n\n") == {
+    record = Record("a", "web", "The document.").with_thinking("The thinking.", "\n\n", thinking_flags=["truncated"])
+    assert mds_sample(record, ["id", "text", "thinking", "thinking_flags"]) == {
         "id": "a", "text": "The document.\n\nThe thinking.", "thinking": "The thinking.", "thinking_flags": "truncated"}
     assert mds_sample(Record("b", "web", "Plain."), ["text"])["text"] == "Plain."
-    with pytest.raises(ValueError, match="record 'a' of 'web' has thinking, but no separator"):
-        mds_sample(record, ["text"])

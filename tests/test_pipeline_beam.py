@@ -17,6 +17,7 @@ from tests.conftest import ROOT, write_jsonl
 from tpt.assets import tokenizer_file
 from tpt.config import load_config
 from tpt.io.output import OutputLayout
+from tpt.train.streams import parse_streams
 
 
 def demo_ids() -> dict[str, set[str]]:
@@ -28,8 +29,9 @@ def demo_ids() -> dict[str, set[str]]:
 
 
 def read_streams(out) -> tuple[dict, list[dict]]:
-    """Every sample of a run, through StreamingDataset over the streams in its streams.yaml."""
-    streams = yaml.safe_load(OutputLayout(out).read_text(OutputLayout.streams))["streams"]
+    """Every sample of a run, through StreamingDataset over the streams in its streams.yaml (`local` relative to OUT)."""
+    layout = OutputLayout(out)
+    streams = parse_streams(layout.read_text(layout.streams), layout.streams, folder=layout.root if layout.is_local else None)
     return streams, read_samples([Stream(**s) for s in streams.values()])
 
 
@@ -113,11 +115,11 @@ def test_bad_input_is_set_aside_counted_and_nothing_valid_is_lost(tmp_path):
         "sources:\n  - {name: a, path: 'a.jsonl', weight: 3}\n  - {name: b, path: 'b*.jsonl', weight: 1}\n"
         "truncate: {max_doc_tokens: 32}\noutput: {parts: 3, weighting: repeat}\n"
     )
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
 
     config = load_config(tmp_path / "config.yaml").with_output_dir(str(tmp_path / "out"))
     for attempt in range(2):  # a rerun into the same folder gives the same output, nothing twice
-        summary = run(config, workers=2)
+        summary = execute(config, workers=2)
         streams, samples = read_streams(tmp_path / "out")
         ids = Counter(s["id"] for s in samples)
         assert set(ids) == {r["id"] for r in good_a + good_b} and max(ids.values()) == 1

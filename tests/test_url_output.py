@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from analysis.runs import load_run
+from tpt.analysis.runs import load_run
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import BAD_LINES, read_shards, read_streams
 from tpt.config import PipelineConfig
@@ -43,11 +43,11 @@ def output_url(request) -> tuple[str, int]:
 
 def test_beam_run_to_a_url_writes_what_a_local_run_writes(full_run, output_url, tmp_path):
     """The demo with bad input (so there are rejects) and thinking (so the thinking store is used)."""
-    from pipelines.beam.pipeline import run
+    from tpt.run import execute
 
     local_config, local_summary = full_run
     url, workers = output_url
-    summary = run(local_config.with_output_dir(url), workers=workers)
+    summary = execute(local_config.with_output_dir(url), workers=workers)
     layout, local = OutputLayout(url), OutputLayout(local_config.output.dir)
     assert summary["output"] == url and summary["totals"] == local_summary["totals"] and summary["sources"] == local_summary["sources"]
     assert summary["stages"]["think"]["requests_generated"] == summary["totals"]["written"]  # into the URL's store
@@ -128,9 +128,8 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
     import apache_beam as beam
     from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions, StandardOptions
 
-    from pipelines.beam.pipeline import build, pipeline_options
-    from tpt.io.read import list_inputs
-    from tpt.stages import build_stages
+    from tpt.pipelines.beam.pipeline import build, pipeline_options
+    from tpt.run.plan import RunPlan
 
     args = ["--project", "p", "--region", "us-central1", "--temp_location", f"{gcs_bucket}/tmp", "--setup_file", "./setup.py"]
     options = pipeline_options("DataflowRunner", 2, args)
@@ -142,15 +141,14 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
 
     config = demo_config.with_output_dir(f"{gcs_bucket}/dataflow")
     pipeline = beam.Pipeline()  # Dataflow validates its options against Google Cloud when given them: not offline
-    build(pipeline, config, OutputLayout(config.output.dir), build_stages(config), list_inputs(config.sources))
+    build(pipeline, RunPlan.build(config))
     transforms = pipeline.to_runner_api().components.transforms.values()  # every DoFn pickles, as for submission
     assert {"Read", "Deduplicate", "Truncate", "Classify", "Write", "WriteRejects"} <= {t.unique_name for t in transforms}
 
 
 def test_bad_input_read_from_urls_is_set_aside_as_from_local_files(gcs_bucket, tmp_path):
     """gs:// sources to a gs:// output, on both engines: the rejects of a local run, each naming its gs:// file:line."""
-    from pipelines.beam.pipeline import run as run_beam
-    from pipelines.datatrove.pipeline import run as run_datatrove
+    from tpt.run import execute
 
     local_in, url_in = tmp_path / "in", f"{gcs_bucket}/bad-input-{uuid.uuid4().hex[:8]}"
     local_in.mkdir()
@@ -174,13 +172,13 @@ def test_bad_input_read_from_urls_is_set_aside_as_from_local_files(gcs_bucket, t
         assert all(r["location"] is None or r["location"].startswith("IN/") for r in rows)  # every file:line is one of `inputs`
         return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
 
-    run_beam(config(str(local_in), str(tmp_path / "out")), workers=2)
+    execute(config(str(local_in), str(tmp_path / "out")), workers=2)
     expected = rejects(str(tmp_path / "out"), str(local_in))
     assert Counter(r["reason"] for r in expected) == {
         "malformed_json": 1, "missing_text": 2, "empty_text": 2, "nul_bytes": 1, "invalid_utf8": 2, "duplicate_id": 2}
     assert {r["location"] for r in expected if r["reason"] == "missing_text"} == {"IN/a.jsonl:4", "IN/b.parquet:row 2"}
 
-    run_beam(config(f"{url_in}/in", f"{url_in}/beam"), workers=2)
+    execute(config(f"{url_in}/in", f"{url_in}/beam"), workers=2)
     assert rejects(f"{url_in}/beam", f"{url_in}/in") == expected
-    run_datatrove(config(f"{url_in}/in", f"{url_in}/datatrove"), tasks=2, workers=2)
+    execute(config(f"{url_in}/in", f"{url_in}/datatrove"), "datatrove", tasks=2, workers=2)
     assert rejects(f"{url_in}/datatrove", f"{url_in}/in") == expected

@@ -20,10 +20,12 @@ COMMANDS = {
     "label": "tpt.commands.label",
     "classifiers": "tpt.commands.classifiers",
     "train": "tpt.commands.train",
+    "streams": "tpt.commands.streams",
     "heldout": "tpt.commands.heldout",
-    "report": "analysis.commands.report",
-    "stats": "analysis.commands.stats",
-    "estimate": "analysis.commands.estimate",
+    "export": "tpt.commands.export",
+    "report": "tpt.analysis.commands.report",
+    "stats": "tpt.analysis.commands.stats",
+    "estimate": "tpt.analysis.commands.estimate",
 }
 
 

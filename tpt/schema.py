@@ -23,7 +23,7 @@ class Record:
 
     id: str
     source: str
-    text: str  # the document d (truncated once the truncate stage ran)
+    text: str  # what the model trains on: the document d (truncated once the truncate stage ran), [d; t] once thought
     # truncate
     doc_tokens: int | None = None  # teacher tokens before truncation
     kept_tokens: int | None = None  # teacher tokens of `text` after truncation
@@ -45,6 +45,15 @@ class Record:
 
     def replace(self, **changes: Any) -> Record:
         return dataclasses.replace(self, **changes)
+
+    def with_thinking(self, thinking: str, separator: str, **changes: Any) -> Record:
+        """The training sample [d; t]: the one place a document and its thinking are joined."""
+        return self.replace(text=self.text + separator + thinking, thinking=thinking, **changes)
+
+    @property
+    def key(self) -> str:
+        """What the record's output part is hashed from (tpt.io.output.part_of)."""
+        return self.id
 
 
 FIELD_TYPES: dict[str, pa.DataType] = {
@@ -134,6 +143,11 @@ class Reject:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def key(self) -> str:
+        """What the reject's output part is hashed from: its record's id, or where a raw input was read."""
+        return self.id or self.location or ""
 
     @classmethod
     def of(cls, record: Record, stage: str, reason: str, detail: str) -> Reject:

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from analysis.atomic import replacing_file
-    from analysis.estimate import count_documents, project
-    from analysis.runs import AnalysisError, load_run
+    from tpt.analysis.atomic import replacing_file
+    from tpt.analysis.estimate import count_documents, project
+    from tpt.analysis.runs import AnalysisError, load_run
     from tpt.config import load_config
 
     config = load_config(args.config)
@@ -56,19 +56,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _project_sample(config, args: argparse.Namespace, folder: Path, corpus: dict) -> dict:
-    from analysis.estimate import project, write_sample
-    from analysis.runs import load_run
-    from pipelines.beam.pipeline import run
+    from tpt.analysis.estimate import project, write_sample
+    from tpt.analysis.runs import load_run
+    from tpt.run import execute
 
     (folder / "documents").mkdir(parents=True, exist_ok=True)
     sample_config, read_rejects = write_sample(config, args.sample, folder / "documents")
     sample_config = sample_config.with_output_dir(str(folder / "run"))
-    run(sample_config, workers=args.workers)
+    execute(sample_config, workers=args.workers)
     return project(config, load_run(folder / "run"), corpus, args.tokens_per_second, args.train_tokens_per_second, read_rejects)
 
 
 def render(result: dict) -> str:
-    from analysis.plots import compact
+    from tpt.analysis.plots import compact
 
     def span(values: list[float]) -> str:
         low, mid, high = values

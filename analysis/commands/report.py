@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from analysis.report import REPORT_PAGE, write_report
-    from analysis.runs import load_runs
+    from tpt.analysis.report import REPORT_PAGE, write_report
+    from tpt.analysis.runs import load_runs
 
     runs = load_runs(args.runs)
     output = Path(args.output) if args.output else runs[0].root / "report"

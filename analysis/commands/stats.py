@@ -23,14 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from analysis.query import format_table, run_sql, write_table
-    from analysis.runs import AnalysisError, connect, load_runs
+    from tpt.analysis.query import format_table, run_sql, write_table
+    from tpt.analysis.runs import AnalysisError, connect, load_runs
 
     con = connect(load_runs(args.runs), args.threads)
     if args.sql is None:
         if args.output:
             raise AnalysisError("--output needs --sql (the overview is printed only; `tpt report` writes its tables)")
-        from analysis.stats import analyse
+        from tpt.analysis.stats import analyse
 
         result = analyse(con)
         for title, rows in (("source", result["sources"]), *result["axes"].items()):

@@ -11,10 +11,11 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
-from tpt.config import OutputConfig, SourceConfig
-from tpt.io.output import OutputLayout, part_name, part_of, write_part, write_rejects
+from tpt.config import SourceConfig
+from tpt.io.output import part_name, part_of
 from tpt.io.read import read_file
 from tpt.progress import Progress
+from tpt.run.plan import RunPlan
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage
 from tpt.stages.deduplicate import keep_one
@@ -149,34 +150,18 @@ def _keep_one(element: tuple[str, list[Record]]) -> Iterator:
 
 
 class WriteParts(beam.PTransform):
-    """Group records into each source's parts and write one MDS part per group."""
+    """Group records (or rejects) into each source's parts and write each part as the plan writes it."""
 
-    def __init__(self, root: str, fields: list[str], output: OutputConfig, separator: str | None = None):
+    def __init__(self, plan: RunPlan, rejects: bool = False):
         super().__init__()
-        self.root, self.fields, self.output, self.separator = root, fields, output, separator
+        self.plan, self.rejects = plan, rejects
 
-    def expand(self, records):
-        root, fields, output, parts, separator = self.root, self.fields, self.output, self.output.parts, self.separator
+    def expand(self, items):
+        plan, parts = self.plan, self.plan.config.output.parts
+        write = plan.write_rejects if self.rejects else plan.write_part
         return (
-            records
-            | "KeyByPart" >> beam.Map(lambda r: ((r.source, part_name(part_of(r.id, parts))), r))
+            items
+            | "KeyByPart" >> beam.Map(lambda item: ((item.source, part_name(part_of(item.key, parts))), item))
             | "GroupByPart" >> beam.GroupByKey()
-            | "WriteMDS" >> beam.MapTuple(lambda key, group: write_part(OutputLayout(root), *key, group, fields, output, separator))
-        )
-
-
-class WriteRejects(beam.PTransform):
-    """Write the rejects of every stage, grouped into parts per source."""
-
-    def __init__(self, root: str, parts: int):
-        super().__init__()
-        self.root, self.parts = root, parts
-
-    def expand(self, rejects):
-        root, parts = self.root, self.parts
-        return (
-            rejects
-            | "KeyByPart" >> beam.Map(lambda r: ((r.source, part_name(part_of(r.id or r.location or "", parts))), r))
-            | "GroupByPart" >> beam.GroupByKey()
-            | "WriteJSONL" >> beam.MapTuple(lambda key, group: write_rejects(OutputLayout(root), *key, group))
+            | "Write" >> beam.MapTuple(lambda key, group: write(*key, group))
         )

@@ -18,7 +18,7 @@ REJECT = "tpt_reject"
 
 def to_document(item: Record | Reject) -> Document:
     if isinstance(item, Reject):
-        return Document(text=item.excerpt, id=item.id or item.location or "", metadata={REJECT: item.to_dict()})
+        return Document(text=item.excerpt, id=item.key, metadata={REJECT: item.to_dict()})
     fields = dataclasses.asdict(item)
     return Document(text=fields.pop("text"), id=fields.pop("id"), metadata=fields)
 

@@ -12,29 +12,26 @@ from typing import Any
 
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.config import PipelineConfig
-from tpt.io.finalize import finalize
-from tpt.io.output import OutputLayout
-from tpt.io.publish import UNPUBLISHED, recover, staged
+from tpt.io.publish import UNPUBLISHED
 from tpt.io.storage import Folder
 from tpt.progress import BEACONS
-from tpt.stages.base import Stage
+from tpt.run.plan import RunPlan
 
 
 class Finalize(PipelineStep):
     name = "finalize"
     type = "tpt writer"
 
-    def __init__(self, config: PipelineConfig, stages: list[Stage], shuffle: str, started: float, engine: dict[str, Any]):
+    def __init__(self, plan: RunPlan, shuffle: str, started: float, engine: dict[str, Any]):
         super().__init__()
-        self.config, self.stages, self.shuffle, self.started, self.engine = config, stages, shuffle, started, engine
+        self.plan, self.shuffle, self.started, self.engine = plan, shuffle, started, engine
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
-        layout = OutputLayout(self.config.output.dir)
-        recover(layout)  # a publish an earlier attempt was killed in
-        if staged(layout).exists(UNPUBLISHED):  # gone once an earlier attempt published the run
-            summary = finalize(layout, self.config, self.stages, time.time() - self.started, self.engine)
+        plan = self.plan
+        plan.recover()  # a publish an earlier attempt was killed in
+        if plan.staging.exists(UNPUBLISHED):  # gone once an earlier attempt published the run
+            summary = plan.finalize(time.time() - self.started, self.engine)
             self.stat_update("written", value=summary["totals"]["written"])
         Folder(self.shuffle).remove("")  # the shuffle files are spent once the run is merged
-        layout.remove(BEACONS)  # and the run's progress counts (a local driver clears them too)
+        plan.layout.remove(BEACONS)  # and the run's progress counts (a local driver clears them too)
 

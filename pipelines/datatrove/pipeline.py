@@ -13,94 +13,101 @@ import logging
 import time
 from typing import Any
 
-from pipelines.datatrove.executors import FINALIZE_JOB, JOBS, READ_JOB, STAGES_JOB, Job, local_executors, sbatch_scripts, slurm_executors
-from pipelines.datatrove.finalize import Finalize
-from pipelines.datatrove.read import ReadSources
-from pipelines.datatrove.shuffle import GatherById, ScatterById
-from pipelines.datatrove.stage import ApplyStage
-from pipelines.datatrove.write import WriteParts
-from tpt.config import PipelineConfig
-from tpt.io.output import OutputLayout
-from tpt.io.publish import STAGING, UNPUBLISHED, RunLock, recover, staged
-from tpt.io.read import list_inputs
+from tpt.io.publish import UNPUBLISHED
 from tpt.io.storage import Folder
-from tpt.progress import BEACONS, track_run
-from tpt.stages import build_stages, output_fields
+from tpt.pipelines.datatrove import executors
+from tpt.pipelines.datatrove.executors import FINALIZE_JOB, JOBS, READ_JOB, STAGES_JOB, Job
+from tpt.pipelines.datatrove.finalize import Finalize
+from tpt.pipelines.datatrove.read import ReadSources
+from tpt.pipelines.datatrove.shuffle import GatherById, ScatterById
+from tpt.pipelines.datatrove.stage import ApplyStage
+from tpt.pipelines.datatrove.write import WriteParts
+from tpt.run.engines import LOCAL_WORKERS
+from tpt.run.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
 WORK = ".datatrove"  # OUT/.datatrove/: run.json, shuffle/, logs/ (unless datatrove.logging_dir)
 STAMP, SHUFFLE = "run.json", "shuffle"
-EXECUTORS = ("local", "slurm")
+EXECUTORS = ("local", "slurm", "ray")
 
 
 class DatatroveRun:
-    """One run's plan: its files, folders and jobs."""
+    """A run plan as datatrove's three jobs, and the task count and folders they share."""
 
-    def __init__(self, config: PipelineConfig, executor: str, tasks: int | None, workers: int):
+    def __init__(self, plan: RunPlan, executor: str, tasks: int | None, workers: int, address: str | None = None):
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
         if tasks is not None and tasks < 1:
             raise ValueError(f"--tasks must be at least 1, got {tasks}")
-        if executor == "slurm" and config.datatrove.slurm is None:
+        if executor == "slurm" and plan.config.datatrove.slurm is None:
             raise ValueError("--executor slurm needs a `datatrove.slurm` section in the config (at least `partition`)")
-        self.layout = OutputLayout(config.output.dir)
-        self.config = config.with_output_dir(self.layout.url)  # absolute: Slurm tasks start elsewhere
-        self.executor, self.workers = executor, workers
+        if address and executor != "ray":
+            raise ValueError(f"--address names a Ray cluster: use it with --executor ray, not {executor}")
+        self.address = address
+        self.plan, self.executor, self.workers = plan, executor, workers
         # Locally, one task per worker process: a task's generation window drains at its end, so a worker
         # that ran several tasks in turn would leave the teacher servers idle at each of them.
-        self.tasks = tasks or (workers if executor == "local" else config.output.parts)
-        self.files = list_inputs(config.sources)
-        self.stages = build_stages(self.config)
-        self.work = Folder(self.layout.url_of(WORK))
+        self.tasks = tasks or (workers if executor == "local" else plan.config.output.parts)
+        self.work = Folder(plan.layout.url_of(WORK))
         self.shuffle = self.work.url_of(SHUFFLE)
-        self.logs = Folder(config.datatrove.logging_dir or self.work.url_of("logs"))
+        self.logs = Folder(plan.config.datatrove.logging_dir or self.work.url_of("logs"))
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
 
     def jobs(self, started: float) -> list[Job]:
-        config, stages = self.config, self.stages
-        separator = config.generate.separator if config.generate else None
-        beacons = self.layout.url_of(BEACONS)  # each task's counts, for the run's progress line
+        plan = self.plan
+        read = ReadSources(plan.files, plan.config.sources, plan.config.truncate.max_doc_bytes, plan.beacons)
         return [
-            Job(READ_JOB, [ReadSources(self.files, config.sources, config.truncate.max_doc_bytes, beacons),
-                         ScatterById(self.shuffle, self.tasks)], min(len(self.files), self.tasks)),
-            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage, beacons) for stage in stages),
-                             WriteParts(staged(self.layout).url, output_fields(config, stages), config.output, separator)], self.tasks),
-            Job(FINALIZE_JOB, [Finalize(config, stages, self.shuffle, started, self.engine)], 1),
+            Job(READ_JOB, [read, ScatterById(self.shuffle, self.tasks)], min(len(plan.files), self.tasks)),
+            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage, plan.beacons) for stage in plan.stages),
+                             WriteParts(plan)], self.tasks),
+            Job(FINALIZE_JOB, [Finalize(plan, self.shuffle, started, self.engine)], 1),
         ]
 
     def executors(self, started: float) -> list:
         jobs = self.jobs(started)
+        if self.executor == "ray":
+            return executors.ray_executors(jobs, self.logs, self.plan.config.datatrove.ray, self.workers, self.address)
         if self.executor == "slurm":
-            return slurm_executors(jobs, self.logs, self.config.datatrove.slurm, self.workers)
-        return local_executors(jobs, self.logs, self.workers)
+            return executors.slurm_executors(jobs, self.logs, self.plan.config.datatrove.slurm, self.workers)
+        return executors.local_executors(jobs, self.logs, self.workers)
 
     def start_or_resume(self) -> bool:
-        """True if an earlier attempt of this very run is resumed; else clear what other runs left unfinished
-        (the previous run's published outputs stay until this run publishes its own)."""
-        recover(self.layout)  # a publish an earlier run was killed in
-        config = self.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
-        state = json.loads(json.dumps({"config": config, "files": self.files, "tasks": self.tasks}))
+        """True if an earlier attempt of this very run is resumed; else start afresh, clearing what other runs
+        left unfinished (the previous run's published outputs stay until this run publishes its own)."""
+        plan = self.plan
+        config = plan.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
+        state = json.loads(json.dumps({"config": config, "files": plan.files, "tasks": self.tasks}))
         if self.work.exists(STAMP) and self.work.read_json(STAMP) == state:
+            plan.recover()  # a publish an earlier attempt was killed in
             return True
-        self.layout.remove(STAGING)
+        plan.start_afresh()
         self.logs.remove(*JOBS)
         self.work.remove(SHUFFLE)
         self.work.write_text(STAMP, json.dumps(state, indent=1))
-        staged(self.layout).write_text(UNPUBLISHED, "")  # until finalize publishes the run
+        plan.staging.write_text(UNPUBLISHED, "")  # until finalize publishes the run
         return False
 
 
-def run(config: PipelineConfig, executor: str = "local", tasks: int | None = None, workers: int = 2) -> dict[str, Any] | None:
-    """Run (local) or submit (Slurm) the pipeline; returns the run summary, or None once Slurm jobs are submitted."""
-    plan = DatatroveRun(config, executor, tasks, workers)
-    for stage in plan.stages:
-        stage.check()  # before anything is written
-    with RunLock(plan.layout):  # on Slurm, while the jobs are submitted
-        if plan.start_or_resume():
+def run(plan: RunPlan, workers: int | None = None, executor: str | None = None, tasks: int | None = None,
+        dry_run: bool = False, address: str | None = None) -> dict[str, Any] | None:
+    """Run (local) or submit (Slurm) the plan; returns the run summary, or None once Slurm jobs are submitted.
+
+    With `dry_run`, print the Slurm jobs' sbatch scripts instead, submitting nothing.
+    """
+    executor = executor or "local"
+    workers = workers or (LOCAL_WORKERS if executor == "local" else -1)  # Slurm: no cap on tasks at once
+    datatrove = DatatroveRun(plan, executor, tasks, workers, address)
+    if dry_run:
+        if executor != "slurm":
+            raise ValueError("--dry-run renders the Slurm jobs' sbatch scripts; use it with --executor slurm")
+        print(executors.sbatch_scripts(datatrove.executors(time.time())))
+        return None
+    with plan.lock():  # on Slurm, while the jobs are submitted
+        if datatrove.start_or_resume():
             log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
-        *_, last = plan.executors(time.time())
-        progress = track_run(plan.config, plan.stages, plan.files)
+        *_, last = datatrove.executors(time.time())
+        progress = plan.progress()
         if executor == "slurm":
             progress.start()  # for `tpt progress OUT`, from the tasks' beacons
             last.run()  # submits the jobs it depends on first
@@ -108,11 +115,3 @@ def run(config: PipelineConfig, executor: str = "local", tasks: int | None = Non
         with progress:
             last.run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)
-
-
-def dry_run(config: PipelineConfig, executor: str = "slurm", tasks: int | None = None, workers: int = -1) -> str:
-    """What `run` would submit, as sbatch scripts; nothing is submitted or cleared, only the Slurm log folders made."""
-    plan = DatatroveRun(config, executor, tasks, workers)
-    if executor != "slurm":
-        raise ValueError("--dry-run renders the Slurm jobs' sbatch scripts; use it with --executor slurm")
-    return sbatch_scripts(plan.executors(time.time()))

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
+from tpt.pipelines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
 from tpt.stages.deduplicate import keep_one

@@ -11,30 +11,30 @@ from collections import defaultdict
 
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.datatrove.documents import from_document, is_reject
-from tpt.config import OutputConfig
-from tpt.io.output import OutputLayout, part_name, write_part, write_rejects
+from tpt.io.output import OutputLayout, part_name
+from tpt.pipelines.datatrove.documents import from_document, is_reject
+from tpt.run.plan import RunPlan
 
 
 class WriteParts(PipelineStep):
     name = "write"
     type = "tpt writer"
 
-    def __init__(self, root: str, fields: list[str], output: OutputConfig, separator: str | None):
+    def __init__(self, plan: RunPlan):
         super().__init__()
-        self.root, self.fields, self.output, self.separator = root, fields, output, separator  # separator: joins [d; t]
+        self.plan = plan
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> None:
         records, rejects = defaultdict(list), defaultdict(list)
         for document in data:
             item = from_document(document)
             (rejects if is_reject(document) else records)[item.source].append(item)
-        layout, part = OutputLayout(self.root), part_name(rank)
-        clear_part(layout, part)
+        part = part_name(rank)
+        clear_part(self.plan.staging, part)
         for source, group in sorted(records.items()):
-            self.stat_update("written", value=write_part(layout, source, part, group, self.fields, self.output, self.separator))
+            self.stat_update("written", value=self.plan.write_part(source, part, group))
         for source, group in sorted(rejects.items()):
-            self.stat_update("rejected", value=write_rejects(layout, source, part, group))
+            self.stat_update("rejected", value=self.plan.write_rejects(source, part, group))
 
 
 def clear_part(layout: OutputLayout, part: str) -> None:

@@ -2,65 +2,53 @@
 
 Pass engine options after `--`, e.g. Beam's Dataflow options:
   tpt run configs/my.yaml --runner DataflowRunner --output gs://bucket/run -- --project P --region R --temp_location gs://b/tmp
-On datatrove (local worker processes, or Slurm job arrays from the config's `datatrove.slurm`):
+On datatrove (local worker processes, Slurm job arrays from the config's `datatrove.slurm`, or Ray tasks):
   tpt run configs/demo.yaml --engine datatrove --tasks 8 --workers 2
   tpt run configs/demo.yaml --engine datatrove --executor slurm --dry-run
+  tpt run configs/demo.yaml --engine datatrove --executor ray --address HEAD:6379
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-
-LOCAL_WORKERS = min(os.cpu_count() or 1, 8)
+from tpt.run.engines import ENGINES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config YAML")
     parser.add_argument("--output", help="output folder (overrides output.dir)")
-    parser.add_argument("--engine", choices=["beam", "datatrove"], default="beam", help="pipeline engine (default: beam)")
-    parser.add_argument("--runner", default="DirectRunner", help="Beam runner: DirectRunner (local worker processes) or DataflowRunner")
+    parser.add_argument("--engine", choices=list(ENGINES), default="beam", help="pipeline engine (default: beam)")
     parser.add_argument("--workers", type=int,
                         help="local worker processes (default: CPU count, at most 8); on Slurm, tasks running at once (default: no cap)")
-    parser.add_argument("--executor", choices=["local", "slurm"], default="local", help="datatrove executor (default: local)")
-    parser.add_argument("--tasks", type=int,
-                        help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
-    parser.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
+    beam = parser.add_argument_group("beam")
+    beam.add_argument("--runner", help="Beam runner: DirectRunner (local worker processes, the default) or DataflowRunner")
+    datatrove = parser.add_argument_group("datatrove")
+    datatrove.add_argument("--executor", choices=["local", "slurm", "ray"], help="datatrove executor (default: local)")
+    datatrove.add_argument("--tasks", type=int,
+                           help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
+    datatrove.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
+    datatrove.add_argument("--address", help="datatrove on Ray: the cluster's address (default: RAY_ADDRESS, else a local cluster for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
     from tpt.config import load_config
+    from tpt.run.engines import engine
+    from tpt.run.plan import RunPlan
 
     config = load_config(args.config).with_output_dir(args.output)
-    if not config.output.dir:
-        raise ValueError("no output folder: pass --output or set output.dir in the config")
-    if args.engine == "datatrove":
-        return run_datatrove(config, args)
-    if args.executor != "local" or args.tasks or args.dry_run:
-        raise ValueError("--executor, --tasks and --dry-run are options of --engine datatrove")
-    from pipelines.beam.pipeline import run
-
-    summary = run(config, runner=args.runner, workers=args.workers or LOCAL_WORKERS, beam_args=args.engine_args)
-    print(render_summary(summary))
-    return 0
-
-
-def run_datatrove(config, args: argparse.Namespace) -> int:
-    """Run locally, submit the Slurm jobs, or print their sbatch scripts."""
-    from pipelines.datatrove import pipeline
-
-    workers = args.workers or (LOCAL_WORKERS if args.executor == "local" else -1)
-    if args.dry_run:
-        print(pipeline.dry_run(config, args.executor, args.tasks, workers))
-        return 0
-    summary = pipeline.run(config, args.executor, args.tasks, workers)
-    if summary is None:
-        print(f"tpt run: Slurm jobs submitted; follow them with `tpt progress {config.output.dir}`; "
-              f"the summary will be at {config.output.dir}/summary.json")
-    else:
+    chosen = engine(args.engine)
+    options = chosen.options_of({"workers": args.workers, "runner": args.runner, "beam_args": args.engine_args,
+                                 "executor": args.executor, "tasks": args.tasks, "dry_run": args.dry_run,
+                                 "address": args.address})
+    plan = RunPlan.build(config, check=not args.dry_run)  # a dry run writes nothing and needs no server yet
+    summary = chosen.load().run(plan, **options)
+    if summary is not None:
         print(render_summary(summary))
+    elif not args.dry_run:
+        print(f"tpt run: jobs submitted; follow them with `tpt progress {plan.layout.url}`; "
+              f"the summary will be at {plan.layout.url_of(plan.layout.summary)}")
     return 0
 
 

@@ -15,8 +15,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,14 +28,21 @@ from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
 from tpt.io.publish import publish, staged
 from tpt.schema import SCHEMA_VERSION
-from tpt.stages.base import Stage
 
 log = logging.getLogger(__name__)
 
 TOKEN_COLUMNS = ("doc_tokens", "kept_tokens", "thinking_tokens", "sample_tokens")
 
 
-def finalize(layout: OutputLayout, config: PipelineConfig, stages: list[Stage], wall_seconds: float,
+class Reporting(Protocol):
+    """What summary.json asks of each stage: its own figures, read from the finished run's output."""
+
+    name: str
+
+    def report(self, layout: OutputLayout) -> dict[str, Any]: ...
+
+
+def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Reporting], wall_seconds: float,
              engine: dict[str, Any]) -> dict[str, Any]:
     """Merge the staged parts of a finished run, write its streams.yaml and summary.json (last), and publish it
     over the previous run's outputs (tpt.io.publish); safe to repeat."""
@@ -79,8 +87,10 @@ def merge_mds_indexes(layout: OutputLayout) -> None:
 
 
 def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter, published: OutputLayout) -> None:
-    """streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples, naming the
-    shards where they will be once `layout` (the staging folder) is published."""
+    """streams.yaml: the `train_loader.dataset.streams` block, one stream per source with samples.
+
+    A local output names its shards relative to the file's own folder (`local: mds/<source>`), so the run
+    folder trains wherever it is copied; `tpt streams OUT` prints the block with absolute paths or a remote."""
     sources = [s for s in config.sources if written[s.name]]
     total_weight = sum(s.weight for s in sources)
     remote = config.output.remote or (None if published.is_local else published.url)  # a URL output is its own remote
@@ -88,7 +98,7 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     for source in sources:
         stream: dict[str, Any] = {}
         if published.is_local:  # a remote-only stream: streaming picks a local cache folder
-            stream["local"] = published.url_of(f"{published.mds}/{source.name}")
+            stream["local"] = f"{published.mds}/{source.name}"
         if remote:
             stream["remote"] = f"{remote.rstrip('/')}/mds/{source.name}"
         if config.output.weighting == "proportion":
@@ -99,7 +109,8 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     for source in config.sources:
         if not written[source.name]:
             log.warning("source %r wrote no samples; it has no stream", source.name)
-    header = "# Paste under train_loader.dataset in a Composer YAML (see composer_yamls/).\n"
+    header = ("# train_loader.dataset.streams of a Composer YAML: this file's path (`tpt train` reads `local` relative to\n"
+              "# this folder), or the block `tpt streams OUT` prints with absolute paths or a remote, to paste.\n")
     layout.write_text(layout.streams, header + yaml.safe_dump({"streams": streams}, sort_keys=False))
 
 

@@ -47,35 +47,26 @@ class OutputLayout(Folder):
     summary = "summary.json"
 
 
-def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig,
-               separator: str | None = None) -> int:
-    """Write one MDS part of a source and its manifest rows; returns the number of samples.
-
-    `separator` (config.generate.separator) joins a document and its thinking into the sample's `text`.
-    """
+def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[Record], fields: list[str], output: OutputConfig) -> int:
+    """Write one MDS part of a source and its manifest rows; returns the number of samples."""
     records = sorted(records, key=lambda r: r.id)
     columns = {name: MDS_TYPES[name] for name in fields}
     with layout.staged_folder(f"{layout.mds}/{source}/{part}") as directory:
         with MDSWriter(out=directory, columns=columns, compression=output.compression, size_limit=parse_size(output.size_limit)) as writer:
             for record in records:
-                writer.write(mds_sample(record, fields, separator))
+                writer.write(mds_sample(record, fields))
     layout.write_parquet(f"{layout.manifest_parts}/{source}/{part}.parquet", manifest_table(records))
     return len(records)
 
 
-def mds_sample(record: Record, fields: list[str], separator: str | None = None) -> dict:
-    """A record as an MDS sample: its `fields`, in the encodings of `MDS_TYPES`; `text` is [d; t] once thinking exists."""
+def mds_sample(record: Record, fields: list[str]) -> dict:
+    """A record as an MDS sample: its `fields`, in the encodings of `MDS_TYPES` (`text` is already [d; t] once thought)."""
     sample = {}
     for name in fields:
         value = getattr(record, name)
         if value is None:
             raise ValueError(f"record {record.id!r} of {record.source!r}: field {name!r} is unset, but the shards store it")
-        if name == "text" and record.thinking is not None:
-            if separator is None:
-                raise ValueError(f"record {record.id!r} of {record.source!r} has thinking, "
-                                 "but no separator was given to join it to the document")
-            value = record.text + separator + record.thinking
-        elif name == "thinking_flags":
+        if name == "thinking_flags":
             value = ",".join(value)
         elif name == "truncated":
             value = int(value)

@@ -181,15 +181,14 @@ class Think(Stage):
         if flags and self.config.flagged == "reject":
             return Reject.of(sample, self.name, f"thinking_{flags[0]}",
                              f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
-        sample_text = record.text + self.config.separator + thinking
-        return sample.replace(
-            thinking=thinking,
+        sample = sample.with_thinking(
+            thinking, self.config.separator,
             thinking_tokens=len(self._encoder.encode(thinking, add_special_tokens=False).ids),
             finish_reason=reason,
             thinking_flags=flags if self.config.flagged == "flag" else [],
-            sample_tokens=len(self._encoder.encode(sample_text, add_special_tokens=False).ids),
             thinking_budget=pending.request.max_new_tokens,
         )
+        return sample.replace(sample_tokens=len(self._encoder.encode(sample.text, add_special_tokens=False).ids))
 
 
 def sample_ids(document_id: str, samples: int) -> list[str]:

@@ -1,0 +1,67 @@
+"""The project's shape: one import name (`tpt`), and dependencies that run one way:
+core (schema, config, io, stages, generate, classify, train, analysis) -> run -> engines -> commands."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from unittest import mock
+
+import setuptools
+
+from tests.conftest import ROOT
+
+# Where each top-level folder installs, and the layer of each package (a module may import its own layer or lower).
+INSTALLED_AS = {"tpt": "tpt", "pipelines": "tpt.pipelines", "analysis": "tpt.analysis"}
+LAYERS = {"tpt.run": 1, "tpt.pipelines": 2, "tpt.commands": 3, "tpt.analysis.commands": 3, "tpt.cli": 3,
+          "tpt.train.__main__": 3}  # `python -m tpt.train`: the command Composer's launcher starts
+
+
+def layer(module: str) -> int:
+    """The layer of the longest package prefix named in LAYERS; everything else under tpt is core (0)."""
+    prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
+    return LAYERS[max(prefixes, key=len)] if prefixes else 0
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for folder, name in INSTALLED_AS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            found[".".join([name, *(p for p in parts if p != "__init__")])] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_every_module_imports_the_project_as_tpt():
+    stray = {f"{module} imports {name}" for module, path in modules().items() for name in imports(path)
+             if name.split(".")[0] in ("pipelines", "analysis")}
+    assert not stray
+
+
+def test_no_dependency_climbs_a_layer():
+    upward = {f"{module} (layer {layer(module)}) imports {name} (layer {layer(name)})"
+              for module, path in modules().items() for name in imports(path)
+              if name.startswith("tpt") and layer(name) > layer(module)}
+    assert not upward
+
+
+def test_the_wheel_installs_only_the_tpt_import_name(monkeypatch):
+    """setup.py's package list, as setuptools receives it when it builds the wheel."""
+    monkeypatch.chdir(ROOT)
+    with mock.patch.object(setuptools, "setup") as setup, mock.patch.object(sys, "argv", ["setup.py"]):
+        exec(compile((ROOT / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+    packages = setup.call_args.kwargs["packages"]
+    assert {p.split(".")[0] for p in packages} == {"tpt"}
+    assert {"tpt.run", "tpt.pipelines.beam", "tpt.pipelines.datatrove", "tpt.analysis.commands"} <= set(packages)

@@ -1,0 +1,19 @@
+"""A run of the pipeline: planned once from its config (tpt.run.plan), carried out by an engine (tpt.run.engines).
+
+    core (schema, config, io, stages) -> run -> engines (tpt.pipelines.*) -> commands
+
+Importing this package is cheap: the plan and the engines load when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def execute(config, engine: str = "beam", **options: Any) -> dict[str, Any] | None:
+    """Plan a run of `config` and carry it out on an engine; returns the run summary (None once jobs are submitted)."""
+    from tpt.run.engines import engine as find
+    from tpt.run.plan import RunPlan
+
+    chosen = find(engine)
+    return chosen.load().run(RunPlan.build(config), **chosen.options_of(options))

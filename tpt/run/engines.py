@@ -1,0 +1,46 @@
+"""The engines a run plan can run on, found by name.
+
+An engine is one adapter module with `run(plan, **options) -> summary | None`
+(None once jobs are submitted to a scheduler). Each names the `tpt run`
+options it takes; the module is imported only when the engine is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+LOCAL_WORKERS = min(os.cpu_count() or 1, 8)  # local worker processes unless --workers says otherwise
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    adapter: str  # the module with `run(plan, **options)`
+    options: tuple[str, ...]  # the `tpt run` options it takes, besides --workers
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.adapter)
+
+    def options_of(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The options meant for this engine; one that belongs to another engine is refused, naming its engine."""
+        for name, value in given.items():
+            if value and name != "workers" and name not in self.options:
+                owners = [e.name for e in ENGINES.values() if name in e.options]
+                raise ValueError(f"--{name.replace('_', '-')} is an option of --engine {' or '.join(owners)}, not {self.name}")
+        return {name: value for name, value in given.items() if name == "workers" or name in self.options}
+
+
+ENGINES = {engine.name: engine for engine in (
+    Engine("beam", "tpt.pipelines.beam.pipeline", ("runner", "beam_args")),
+    Engine("datatrove", "tpt.pipelines.datatrove.pipeline", ("executor", "tasks", "dry_run", "address")),
+)}
+
+
+def engine(name: str) -> Engine:
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
+    return ENGINES[name]
