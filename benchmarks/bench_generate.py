@@ -66,8 +66,8 @@ def bare_transformers_rate(config: GenerateConfig, prompts: list[list[dict]], id
     def run(indices: list[int]) -> int:
         tokens = 0
         indices = sorted(indices, key=lambda i: len(encoded[i]), reverse=True)
-        for start in range(0, len(indices), config.micro_batch_size):
-            chunk = [encoded[i] for i in indices[start:start + config.micro_batch_size]]
+        for start in range(0, len(indices), config.transformers.micro_batch_size):
+            chunk = [encoded[i] for i in indices[start:start + config.transformers.micro_batch_size]]
             width = max(map(len, chunk))
             ids_ = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)
             mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
@@ -92,7 +92,7 @@ def bare_http_rate(config: GenerateConfig, prompts: list[list[dict]]) -> tuple[f
     from tokenizers import Tokenizer
 
     encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
-    url = config.base_urls[0].rstrip("/") + "/chat/completions"
+    url = config.openai.base_urls[0].rstrip("/") + "/chat/completions"
 
     async def one(session, slots, messages) -> str:
         body = {"model": config.model, "messages": messages, "max_tokens": config.max_new_tokens, "temperature": config.temperature,
@@ -106,7 +106,7 @@ def bare_http_rate(config: GenerateConfig, prompts: list[list[dict]]) -> tuple[f
 
     async def run(batch) -> list[str]:
         slots = asyncio.Semaphore(config.max_in_flight)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.openai.timeout)) as session:
             return await asyncio.gather(*(one(session, slots, m) for m in batch))
 
     asyncio.run(run(prompts[:1]))  # warm-up

@@ -48,6 +48,24 @@ def test_bad_literal_lists_the_allowed_values(tmp_path):
         load_config(write(tmp_path, "sources: [{name: a, path: a.csv, format: csv}]"))
 
 
+def test_each_backend_reads_its_own_section(tmp_path):
+    config = load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ngenerate:\n  backend: openai\n"
+                                         "  openai: {base_urls: [http://gpu-1:8000/v1], retries: 2}\n  store: {flush_every_docs: 1}"))
+    assert (config.generate.openai.base_urls, config.generate.openai.retries) == (["http://gpu-1:8000/v1"], 2)
+    assert config.generate.store.flush_every_docs == 1 and config.generate.transformers.micro_batch_size == 16
+
+
+def test_a_key_from_before_the_backend_sections_still_works_and_names_its_new_place(tmp_path, caplog):
+    old = "sources: [{name: a, path: a.jsonl}]\ngenerate: {base_urls: [http://gpu-1:8000/v1], micro_batch_size: 4}"
+    config = load_config(write(tmp_path, old))
+    assert config.generate.openai.base_urls == ["http://gpu-1:8000/v1"] and config.generate.transformers.micro_batch_size == 4
+    assert "generate.base_urls is now generate.openai.base_urls" in caplog.text
+    with pytest.raises(ConfigError, match="both retries and openai.retries are set; keep openai.retries"):
+        load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ngenerate: {retries: 1, openai: {retries: 2}}"))
+    with pytest.raises(ConfigError, match=r"generate.openai.micro_batch_size: unknown key"):
+        load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ngenerate: {openai: {micro_batch_size: 2}}"))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

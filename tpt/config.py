@@ -109,8 +109,40 @@ class BudgetRule(Section):
         return value
 
 
+class TransformersConfig(Section):
+    """The in-process transformers backend."""
+
+    micro_batch_size: int = Field(default=16, gt=0)  # sequences per `model.generate` call
+    device: str = "auto"  # "auto": cuda when available
+    # torch threads per worker process on the CPU: engines already run one worker per core, and more threads
+    # than cores stall generation (seen: 20x slower on a loaded 2-core machine)
+    cpu_threads: int = Field(default=1, gt=0)
+
+
+class OpenAIConfig(Section):
+    """The openai backend: any OpenAI-compatible server(s); each request goes to the one with the fewest outstanding."""
+
+    base_urls: list[str] = Field(default=["http://127.0.0.1:8000/v1"], min_length=1)
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
+    timeout: float = Field(default=600.0, gt=0)  # seconds per request
+    retries: int = Field(default=6, ge=0)
+
+
+class StoreConfig(Section):
+    """The resumable store OUT/thinking/: every result reaches the OS at once; fsync every N docs or seconds."""
+
+    flush_every_docs: int = Field(default=64, gt=0)
+    flush_every_seconds: float = Field(default=30.0, gt=0)
+
+
+# Keys that sat at the top of `generate` before each backend had its section: still read, with a warning.
+MOVED_GENERATE_KEYS = {**dict.fromkeys(TransformersConfig.model_fields, "transformers"),
+                       **dict.fromkeys(OpenAIConfig.model_fields, "openai"), **dict.fromkeys(StoreConfig.model_fields, "store")}
+
+
 class GenerateConfig(Section):
-    """Thinking generation (the paper's Appendix A.1 settings are the defaults)."""
+    """Thinking generation: sampling and post-processing for every backend (the paper's Appendix A.1 settings are
+    the defaults), then each backend's own section."""
 
     backend: Literal["transformers", "openai", "vllm"] = "transformers"
     model: str = "embedded"  # transformers/vllm: a local HF directory or "embedded"; openai: the served model name
@@ -128,25 +160,32 @@ class GenerateConfig(Section):
     # (vLLM's max_num_seqs is 256-1024) needs more than its slots queued to stay full
     max_in_flight: int = Field(default=256, gt=0)
     batch_size: int | None = Field(default=None, gt=0)  # no longer used: the stage streams (see _no_batches)
-    # transformers: sequences per `model.generate` call; device "auto" is cuda when available
-    micro_batch_size: int = Field(default=16, gt=0)
-    device: str = "auto"
-    # torch threads per worker process on the CPU: engines already run one worker per core, and more threads
-    # than cores stall generation (seen: 20x slower on a loaded 2-core machine)
-    cpu_threads: int = Field(default=1, gt=0)
-    # openai: any OpenAI-compatible server(s); each request goes to the one with the fewest outstanding
-    base_urls: list[str] = Field(default=["http://127.0.0.1:8000/v1"], min_length=1)
-    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
-    timeout: float = Field(default=600.0, gt=0)  # seconds per request
-    retries: int = Field(default=6, ge=0)
     # post-processing: the sample is document + separator + thinking
     separator: str = "\n\n"
     flagged: Literal["keep", "flag", "reject"] = "flag"
     repetition_ngram: int = Field(default=8, gt=0)  # words per n-gram in the degenerate-repetition check
     repetition_threshold: float = Field(default=0.5, gt=0, le=1)  # share of repeated n-grams that flags a sample
-    # the resumable store OUT/thinking/: every result reaches the OS at once; fsync every N docs or seconds
-    flush_every_docs: int = Field(default=64, gt=0)
-    flush_every_seconds: float = Field(default=30.0, gt=0)
+    transformers: TransformersConfig = TransformersConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    store: StoreConfig = StoreConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """A key from before the backend sections is read into its section, with a warning naming the new key."""
+        if not isinstance(data, dict) or not MOVED_GENERATE_KEYS.keys() & data.keys():
+            return data
+        data = dict(data)
+        for key in MOVED_GENERATE_KEYS.keys() & data.keys():
+            section = MOVED_GENERATE_KEYS[key]
+            given = data.get(section) or {}
+            given = dict(given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given)
+            if key in given:
+                raise ValueError(f"both {key} and {section}.{key} are set; keep {section}.{key}")
+            given[key] = data.pop(key)
+            data[section] = given
+            log.warning("generate.%s is now generate.%s.%s; the old key still works", key, section, key)
+        return data
 
     @field_validator("batch_size")
     @classmethod
@@ -171,11 +210,20 @@ class SlurmConfig(Section):
     sbatch_args: dict[str, str] = {}  # any other `#SBATCH --key=value`
 
 
+class RayConfig(Section):
+    """The Ray tasks of the datatrove engine (`tpt run --engine datatrove --executor ray`): what each reserves."""
+
+    cpus_per_task: float = Field(default=1, gt=0)
+    mem_per_cpu_gb: float = Field(default=2, gt=0)  # Ray's `memory` resource, per CPU reserved
+    gpus_per_task: float = Field(default=0, ge=0)  # for the stage tasks (in-process thinking); read and finalize take none
+
+
 class DatatroveConfig(Section):
-    """The datatrove engine: where its task logs and completion markers live, and its Slurm jobs."""
+    """The datatrove engine: where its task logs and completion markers live, its Slurm jobs and its Ray tasks."""
 
     logging_dir: str | None = None  # None: OUT/.datatrove/logs; one folder per run, never shared
     slurm: SlurmConfig | None = None
+    ray: RayConfig = RayConfig()
 
 
 class ClassifierModels(Section):

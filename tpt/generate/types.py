@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tpt.assets import resolve_model_path
+from tpt.config import GenerateConfig
 
 OnDone = Callable[["Completion"], None]
 
@@ -43,6 +47,16 @@ class Backend:
     loop) and calls `on_done` from there, exactly once per request, failures included. Callers that keep
     a window of requests in flight build on `submit`; callers with a whole batch call `generate`.
     """
+
+    config: GenerateConfig
+
+    def template_folder(self, teacher_tokenizer: Path) -> Path:
+        """The model folder whose chat template decides chat or plain prompts: the model's own, where it runs here."""
+        return resolve_model_path(self.config.model)
+
+    def devices(self, workers: int) -> int:
+        """The accelerators this run's generation held, for its cost estimate: one per worker for an in-process model."""
+        return workers
 
     def check(self) -> None:
         """In a run's driver, before anything is written: fail now on what would fail in every worker.

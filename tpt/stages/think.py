@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from tokenizers import Tokenizer
 
-from tpt.assets import resolve_model_path, tokenizer_file
+from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig
 from tpt.generate import postprocess
 from tpt.generate.backends import build_backend
@@ -63,11 +63,11 @@ class Think(Stage):
             return
         self._encoder = Tokenizer.from_file(str(tokenizer_file(self.tokenizer)))
         self._encoder.no_truncation()
+        self._backend = build_backend(self.config)
         self._prompts = PromptBuilder(load_template(self.config.prompt), self._chat())
         self._budgets = Budgets(self.config)
-        self._backend = build_backend(self.config)
         self._backend.setup()
-        store = ThinkingStore(self.store_dir, self.run_id, self.config.flush_every_docs, self.config.flush_every_seconds)
+        store = ThinkingStore(self.store_dir, self.run_id, self.config.store.flush_every_docs, self.config.store.flush_every_seconds)
         self._stored = store.index()  # where each stored result is; the texts stay in the store
         self._in_flight: dict[tuple[str, str], list] = {}  # requests out, each with the streams that follow it
         self._lock = threading.Lock()  # streams of several threads share the stage (Beam)
@@ -108,9 +108,7 @@ class Think(Stage):
     def _chat(self) -> bool:
         if self.config.chat is not None:
             return self.config.chat
-        if self.config.backend == "openai":  # the served model is not on this machine: judge by the teacher tokenizer
-            return has_chat_template(tokenizer_file(self.tokenizer).parent)
-        return has_chat_template(resolve_model_path(self.config.model))
+        return has_chat_template(self._backend.template_folder(tokenizer_file(self.tokenizer)))
 
     def _fingerprint(self, request: Request) -> str:
         """What a stored result answered: the prompt, the model and the sampling settings."""
@@ -295,7 +293,7 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
     if rate and generated:
         # every sample of the corpus at this run's mean thinking length and throughput
         hours = samples * (output_tokens / len(generated)) / rate / 3600
-        devices = len(config.base_urls) if config.backend == "openai" else len(writers)
+        devices = build_backend(config).devices(len(writers))
         report["estimated_hours_whole_corpus"] = round(hours, 4)
         report["estimated_gpu_hours_whole_corpus"] = round(hours * devices, 4)
         report["devices_assumed"] = devices

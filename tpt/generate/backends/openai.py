@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -55,11 +56,19 @@ class OpenAIBackend(Backend):
         self.retried = 0
         self.failed = 0
 
+    def template_folder(self, teacher_tokenizer: Path) -> Path:
+        """The served model is not on this machine: its prompts follow the teacher tokenizer's folder."""
+        return teacher_tokenizer.parent
+
+    def devices(self, workers: int) -> int:
+        """One accelerator per server (a server of several GPUs counts as one)."""
+        return len(self.config.openai.base_urls)
+
     def setup(self) -> None:
         """Start the event loop, open the session, and check every server answers and serves the model."""
         if self._loop is not None:
             return
-        self.router = Router(self.config.base_urls)
+        self.router = Router(self.config.openai.base_urls)
         self._session: aiohttp.ClientSession | None = None
         self._logged_at = time.monotonic()
         self._loop = asyncio.new_event_loop()
@@ -96,12 +105,12 @@ class OpenAIBackend(Backend):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     async def _open(self) -> None:
-        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        key = os.environ.get(self.config.openai.api_key_env) if self.config.openai.api_key_env else None
         self._slots = asyncio.Semaphore(self.config.max_in_flight)  # this process's requests in flight, over all callers
         self._tasks: set[asyncio.Task] = set()
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {key}"} if key else {},
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            timeout=aiohttp.ClientTimeout(total=self.config.openai.timeout),
             connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
         )
         await self._preflight()
@@ -115,7 +124,7 @@ class OpenAIBackend(Backend):
                         continue  # some servers (transformers serve) have no usable model list
                     served = [m.get("id") for m in (await response.json(content_type=None)).get("data", [])]
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-                raise ConnectionError(f"generate.base_urls: no OpenAI-compatible server answers at {server.url} "
+                raise ConnectionError(f"generate.openai.base_urls: no OpenAI-compatible server answers at {server.url} "
                                       f"({type(error).__name__}: {error})") from None
             if served and self.config.model not in served:
                 raise ValueError(f"generate.model: the server at {server.url} does not serve {self.config.model!r}; it serves {served}")
@@ -155,7 +164,7 @@ class OpenAIBackend(Backend):
             except RetryableError as error:
                 self.router.failed(server)
                 failed_at.append(server.url)
-                if attempt < self.config.retries:
+                if attempt < self.config.openai.retries:
                     self.retried += 1
                     await asyncio.sleep(error.retry_after if error.retry_after is not None else backoff(attempt))
                     continue
@@ -178,7 +187,7 @@ class OpenAIBackend(Backend):
                 else:
                     chunks = [await response.json(content_type=None)]
         except asyncio.TimeoutError:
-            raise RetryableError(f"no complete answer from {url} within {self.config.timeout:g} s") from None
+            raise RetryableError(f"no complete answer from {url} within {self.config.openai.timeout:g} s") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             raise RetryableError(f"connection to {url} failed: {type(error).__name__}: {error}") from None
         except (ValueError, json.JSONDecodeError) as error:

@@ -26,11 +26,11 @@ class TransformersBackend(ThreadedBackend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(self.config.model)
-        device = self.config.device
+        device = self.config.transformers.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
-            torch.set_num_threads(self.config.cpu_threads)
+            torch.set_num_threads(self.config.transformers.cpu_threads)
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
@@ -62,7 +62,7 @@ class TransformersBackend(ThreadedBackend):
             else:
                 fitting.append((ids, request, on_done))
         fitting.sort(key=lambda item: len(item[0]), reverse=True)  # similar lengths share a batch: less padding
-        size = self.config.micro_batch_size
+        size = self.config.transformers.micro_batch_size
         for start in range(0, len(fitting), size):
             chunk = fitting[start:start + size]
             try:
