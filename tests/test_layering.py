@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import setuptools
 
 from tests.conftest import ROOT
+from tpt.run.engines import ENGINES
 
 # Where each top-level folder installs, and the layer of each package (a module may import its own layer or lower).
 INSTALLED_AS = {"tpt": "tpt", "pipelines": "tpt.pipelines", "analysis": "tpt.analysis"}
@@ -65,3 +67,19 @@ def test_the_wheel_installs_only_the_tpt_import_name(monkeypatch):
     packages = setup.call_args.kwargs["packages"]
     assert {p.split(".")[0] for p in packages} == {"tpt"}
     assert {"tpt.run", "tpt.pipelines.beam", "tpt.pipelines.datatrove", "tpt.analysis.commands"} <= set(packages)
+
+
+def test_only_an_engine_imports_what_it_runs_on():
+    """So each engine can be an extra: the core, the run plan and the commands run without any of them."""
+    packages = {engine.package for engine in ENGINES.values()}
+    leaks = {f"{module} imports {name}" for module, path in modules().items() for name in imports(path)
+             if name.split(".")[0] in packages and not module.startswith("tpt.pipelines")}
+    assert not leaks
+
+
+def test_an_engine_whose_extra_is_missing_is_refused_naming_the_extra(monkeypatch):
+    beam = ENGINES["beam"]
+    monkeypatch.setitem(sys.modules, beam.package, None)  # fault injection: the engine's package not installed
+    monkeypatch.delitem(sys.modules, beam.adapter, raising=False)
+    with pytest.raises(ValueError, match=r"--engine beam runs on apache_beam, which is not installed: pip install 'tpt\[beam\]'"):
+        beam.load()

@@ -21,9 +21,16 @@ class Engine:
     name: str
     adapter: str  # the module with `run(plan, **options)`
     options: tuple[str, ...]  # the `tpt run` options it takes, besides --workers
+    package: str  # what the engine runs on, installed by the extra `tpt[<name>]`
 
     def load(self) -> ModuleType:
-        return importlib.import_module(self.adapter)
+        try:
+            return importlib.import_module(self.adapter)
+        except ModuleNotFoundError as error:
+            if error.name != self.package:
+                raise
+            raise ValueError(f"--engine {self.name} runs on {self.package}, which is not installed: "
+                             f"pip install 'tpt[{self.name}]'") from None
 
     def options_of(self, given: dict[str, Any]) -> dict[str, Any]:
         """The options meant for this engine; one that belongs to another engine is refused, naming its engine."""
@@ -35,8 +42,8 @@ class Engine:
 
 
 ENGINES = {engine.name: engine for engine in (
-    Engine("beam", "tpt.pipelines.beam.pipeline", ("runner", "beam_args")),
-    Engine("datatrove", "tpt.pipelines.datatrove.pipeline", ("executor", "tasks", "dry_run", "address")),
+    Engine("beam", "tpt.pipelines.beam.pipeline", ("runner", "beam_args"), package="apache_beam"),
+    Engine("datatrove", "tpt.pipelines.datatrove.pipeline", ("executor", "tasks", "dry_run", "address"), package="datatrove"),
 )}
 
 
