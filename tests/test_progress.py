@@ -64,3 +64,31 @@ def test_tpt_progress_shows_the_line_of_a_run_no_driver_follows(tmp_path, capsys
     reader.write_beacon()
     assert cli(["progress", str(out)]) == 0
     assert capsys.readouterr().out.startswith("run: read 50% of 2.0 KB, 10 docs; truncate not started")
+
+
+READ_TASK_THEN_EXIT = """
+import os, sys
+from tpt.config import SourceConfig
+from tpt.pipelines.datatrove.read import ReadSources
+step = ReadSources([("a", sys.argv[1])], [SourceConfig(name="a", path=sys.argv[1])], 2**20, sys.argv[2])
+documents = sum(1 for _ in step.run(rank=0, world_size=1))
+print(documents, flush=True)
+os._exit(0)  # as a datatrove pool worker's process ends: no exit handlers run
+"""
+
+
+def test_a_datatrove_read_task_reports_its_counts_before_its_process_ends(tmp_path):
+    """The run-wide line reads the read tasks' beacons: a task that ends before the beacon thread's round must
+    still have written its counts (else the line says `read 0%` while later stages have counted hundreds)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, write_jsonl
+
+    corpus = write_jsonl(tmp_path / "a.jsonl", [{"id": f"d{i}", "text": f"Document number {i}."} for i in range(25)])
+    beacons = tmp_path / BEACONS
+    done = subprocess.run([sys.executable, "-c", READ_TASK_THEN_EXIT, str(corpus), str(beacons)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["25"]
+    read = RunProgress(str(beacons), ["read"], corpus.stat().st_size).counts()["read"]
+    assert (read.docs, read.bytes) == (25, corpus.stat().st_size)

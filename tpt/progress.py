@@ -74,6 +74,12 @@ class Progress:
             self._last_log = now
             log.info(self.line())
 
+    def done(self) -> None:
+        """A worker's task is over: write its counts now, for a task's process may end without exit handlers
+        (a datatrove worker pool's) before the beacon thread's next round."""
+        if self._beacons is not None:
+            self.write_beacon()
+
     def write_beacon(self) -> None:
         """Best effort: a failed write is logged, and the next change writes the counts again."""
         counts = {"stage": self.name, "docs": self.docs, "tokens": self.tokens, "bytes": self.bytes,

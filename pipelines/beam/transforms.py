@@ -45,6 +45,9 @@ class ReadFiles(beam.DoFn):
             self.progress.update(1)
             yield route(item)
 
+    def teardown(self) -> None:
+        self.progress.done()
+
 
 class _StageFn(beam.DoFn):
     """A core stage's stream over a bundle: records pushed as they come, the rest handed on when the bundle ends.
@@ -75,6 +78,7 @@ class _StageFn(beam.DoFn):
             yield pvalue.TaggedOutput(REJECTS, value) if isinstance(item, Reject) else value
 
     def teardown(self) -> None:
+        self.progress.done()
         _SHARED.release(self.tag)
 
 

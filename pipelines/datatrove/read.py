@@ -40,3 +40,4 @@ class ReadSources(PipelineStep):
                 else:
                     self.stat_update("documents")
                 yield to_document(item)
+        progress.done()

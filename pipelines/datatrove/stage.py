@@ -26,8 +26,9 @@ class ApplyStage(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         self.stage.setup()
+        progress = Progress(self.stage.name, beacons=self.beacons)
         try:
-            stream = self.stage.stream(Progress(self.stage.name, beacons=self.beacons))
+            stream = self.stage.stream(progress)
             for document in data:
                 if is_reject(document):
                     yield document
@@ -35,6 +36,7 @@ class ApplyStage(PipelineStep):
                     yield from self._hand_on(stream.push(from_document(document)))
             yield from self._hand_on(stream.finish())
         finally:
+            progress.done()
             self.stage.close()
 
     def _hand_on(self, items: Iterable) -> Iterator[Document]:
