@@ -1,20 +1,38 @@
-"""Truncate each document to the teacher's token budget (the paper: 2k tokens).
+r"""Truncate each document to the teacher's token budget (the paper: 2k tokens).
 
-The cut falls at a token boundary of the teacher's own tokenizer, taken from
-the encoding's character offsets, so the kept text is a true prefix of the
-document. A prefix can re-tokenize differently at its end, so every cut text
-is encoded again and cut again until it fits: `kept_tokens` is exact.
+The cut falls at a token boundary of the teacher's own tokenizer, so the kept
+text is a true prefix of the document, and `kept_tokens` is exact: it is what
+the kept text encodes to.
+
+A prefix can tokenize differently only near its end. A pre-tokenizer splits
+text into pieces (words, digit runs, whitespace runs), deciding each piece
+from at most the two characters after it (GPT-2's `\s+(?!\S)` gives a word
+its space back), and the model encodes each piece on its own. So every piece
+before the last two that start before the cut keeps its tokens, and only the
+text from the start of those two to the cut is encoded again. The first of
+them must come back as the document's own tokens; a tokenizer that marks the
+start of a text (a prefix space, SentencePiece's "▁") fails that check, and
+then the whole prefix is encoded instead.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from tpt.assets import tokenizer_file
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage
+
+
+class Window(NamedTuple):
+    """text[:end] encodes as `head` tokens (those of text[:start]) followed by the encoding of text[start:end]."""
+
+    start: int
+    end: int
+    head: int
+    check: list[int]  # the document's own tokens for the window's first piece
 
 
 class Truncate(Stage):
@@ -36,27 +54,50 @@ class Truncate(Stage):
 
     def process(self, batch: list[Record]) -> list[Record | Reject]:
         self.setup()
-        encodings = self._encoder.encode_batch([r.text for r in batch], add_special_tokens=False)
-        doc_tokens = [len(e.ids) for e in encodings]
-        kept = [r.text for r in batch]
-        kept_tokens = list(doc_tokens)
-        over = [i for i, n in enumerate(doc_tokens) if n > self.max_doc_tokens]
-        while over:
-            for i in over:
-                kept[i] = self._cut(kept[i], encodings[i].offsets)
-            recheck = self._encoder.encode_batch([kept[i] for i in over], add_special_tokens=False)
-            for i, encoding in zip(over, recheck):
-                encodings[i] = encoding
-                kept_tokens[i] = len(encoding.ids)
-            over = [i for i in over if kept_tokens[i] > self.max_doc_tokens]
+        texts = [r.text for r in batch]
+        encodings = self._encode(texts)
+        doc_tokens = [len(e) for e in encodings]
+        kept, kept_tokens = list(texts), list(doc_tokens)
+        encoded = [(i, Window(0, len(texts[i]), 0, []), encodings[i]) for i, n in enumerate(doc_tokens) if n > self.max_doc_tokens]
+        while encoded:
+            windows = []
+            for i, window, encoding in encoded:
+                if window.check and encoding.ids[: len(window.check)] != window.check:  # the text's start is marked
+                    windows.append((i, Window(0, window.end, 0, [])))
+                elif window.head + len(encoding) > self.max_doc_tokens:
+                    windows.append((i, self._cut(window, encoding)))
+                else:
+                    kept[i], kept_tokens[i] = texts[i][: window.end], window.head + len(encoding)
+            encodings = self._encode([texts[i][w.start : w.end] for i, w in windows])
+            encoded = [(i, window, encoding) for (i, window), encoding in zip(windows, encodings)]
         return [
             record.replace(text=text, doc_tokens=n_doc, kept_tokens=n_kept, truncated=n_doc > n_kept)
             for record, text, n_doc, n_kept in zip(batch, kept, doc_tokens, kept_tokens)
         ]
 
-    def _cut(self, text: str, offsets: list[tuple[int, int]]) -> str:
-        """The text before the first token past the budget (before the last kept one if that cuts nothing)."""
-        end = offsets[self.max_doc_tokens][0]
-        if end >= len(text):
-            end = offsets[self.max_doc_tokens - 1][0]
-        return text[:end]
+    def _encode(self, texts: list[str]) -> list[Encoding]:
+        return self._encoder.encode_batch(texts, add_special_tokens=False) if texts else []
+
+    def _cut(self, window: Window, encoding: Encoding) -> Window:
+        """Cut before the first token past the budget (before the last kept one if that cuts nothing), and encode
+        again from the second last piece that starts before the cut."""
+        first_over = self.max_doc_tokens - window.head
+        end = encoding.token_to_chars(first_over)[0]
+        if window.start + end >= window.end:
+            end = encoding.token_to_chars(first_over - 1)[0]
+        starts = piece_starts(encoding, first_over, end)
+        if len(starts) < 2:  # no piece is sure to keep its tokens: encode the whole prefix
+            return Window(0, window.start + end, 0, [])
+        first, second = starts
+        return Window(window.start + encoding.token_to_chars(first)[0], window.start + end, window.head + first, encoding.ids[first:second])
+
+
+def piece_starts(encoding: Encoding, before: int, end: int) -> list[int]:
+    """The last two tokens before token `before` that begin a pre-tokenizer piece before character `end`, in order."""
+    starts: list[int] = []
+    token = before - 1
+    while len(starts) < 2 and token > 0:
+        if encoding.token_to_word(token) != encoding.token_to_word(token - 1) and encoding.token_to_chars(token)[0] < end:
+            starts.insert(0, token)
+        token -= 1
+    return starts
