@@ -355,11 +355,12 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def shard_ids(out: Path) -> list[str]:
     """The `id` of every sample, through StreamingDataset over the streams of OUT/streams.yaml."""
-    import yaml
     from streaming import Stream, StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
-    streams = yaml.safe_load((out / "streams.yaml").read_text())["streams"]
+    from tpt.train.streams import read_streams
+
+    streams = read_streams(str(out / "streams.yaml"))
     clean_stale_shared_memory()
     dataset = StreamingDataset(streams=[Stream(**s) for s in streams.values()], shuffle=False, batch_size=1)
     return [dataset[i]["id"] for i in range(dataset.num_samples)]
