@@ -10,6 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT
+from tpt.classify.evaluation import evaluate_models, read_sources
+from tpt.classify.labelset import read_labels
+from tpt.classify.model import STARTER, AxisModel, model_path
 from tpt.classify.taxonomy import AXES, load_taxonomy
 from tpt.cli import main as tpt
 
@@ -85,3 +88,16 @@ def test_eval_of_a_file_without_sources_still_reports_the_axes(tmp_path, heldout
     assert tpt(["classifiers", "eval", str(labels), "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["sources"] == {} and report["domain"]["documents"] == 50
+
+
+def test_the_starter_models_meet_the_targets_on_the_held_out_set(heldout):
+    """The shipped models, never trained on a held-out document: the targets of docs/classification.md."""
+    taxonomy = load_taxonomy()
+    docs, _ = read_labels(DATA / "heldout.parquet", taxonomy)
+    models = {axis: AxisModel(model_path(STARTER, axis), axis, taxonomy) for axis in AXES}
+    report = evaluate_models(docs, read_sources(DATA / "heldout.parquet"), models, taxonomy)
+    sources = report["sources"]
+    assert report["domain"]["macro_f1"] >= 0.8
+    assert sources["gsm8k"]["expected"]["domain"] >= 0.9 and sources["gsm8k"]["expected"]["audience"] >= 0.7
+    level = {source: figures["reasoning_level"] for source, figures in sources.items()}
+    assert level["champ"] > level["gsm8k"] > max(level["wordnet"], level["gcide"])
