@@ -1,21 +1,24 @@
-"""The three jobs of a run on datatrove's executors: local worker processes, or Slurm job arrays.
+"""The three jobs of a run on datatrove's executors: local worker processes, Slurm job arrays, or Ray tasks.
 
-Each job depends on the one before it (datatrove's `depends`: a local executor
-runs it first, Slurm submits with `--dependency=afterok`), and each task drops a
-completion marker in its job's logging folder, so a rerun skips finished tasks.
+Each job depends on the one before it (datatrove's `depends`: the local and Ray
+executors run it first, Slurm submits with `--dependency=afterok`), and each task
+drops a completion marker in its job's logging folder, so a rerun skips finished tasks.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import multiprocess
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.executor.ray import RayPipelineExecutor  # imports ray only when a job runs
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.config import SlurmConfig
+from tpt.config import RayConfig, SlurmConfig
 from tpt.io.storage import Folder
 
 # Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
@@ -35,7 +38,7 @@ def local_executors(jobs: list[Job], logs: Folder, workers: int) -> list[LocalPi
     Forking the driver itself is unsafe once it runs threads (a worker can inherit a held
     lock and hang); a plain fork server would re-import torch in every worker of every job.
     """
-    multiprocess.get_context("forkserver").set_forkserver_preload(["pipelines.datatrove.pipeline"])
+    multiprocess.get_context("forkserver").set_forkserver_preload(["tpt.pipelines.datatrove.pipeline"])
     executors: list[LocalPipelineExecutor] = []
     for job in jobs:
         executors.append(LocalPipelineExecutor(
@@ -62,6 +65,56 @@ def slurm_executors(jobs: list[Job], logs: Folder, slurm: SlurmConfig, workers: 
             logging_dir=logs.url_of(job.name),
             slurm_logs_folder=logs.path(f"{job.name}/slurm_logs") if logs.is_local else str(Path("slurm_logs", job.name).resolve()),
             depends=executors[-1] if executors else None,
+        ))
+    return executors
+
+
+class RayJob(RayPipelineExecutor):
+    """datatrove's Ray executor, connected for the run, and failing loudly.
+
+    The job run first (the last one: it runs those it depends on) connects to the cluster at `address`, else
+    RAY_ADDRESS, else starts a local one for the run, and disconnects (stopping that one) at its end. A job that
+    leaves a task unfinished (an error, or its node lost more often than datatrove resubmits it) raises: datatrove
+    would only log it, and the job after it would wait for that task forever.
+    """
+
+    def __init__(self, job: str, *args, address: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job, self.address = job, address
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        """A rank runs in a process datatrove forks from its Ray actor, with Ray's SIGTERM handler, which raises
+        SystemExit wherever the process is: inside a finalizer it is swallowed, the process outlives the terminate
+        that ends its pool, and the actor waits for it forever, holding its CPUs. Here SIGTERM just ends it."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return super()._run_for_rank(rank, local_rank, node_rank)
+
+    def run(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            super().run()
+        else:
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or "local")
+            try:
+                super().run()
+            finally:
+                ray.shutdown()
+        if unfinished := self.get_incomplete_ranks(skip_completed=True):
+            raise RuntimeError(f"{len(unfinished)} of {self.world_size} Ray task(s) of the {self.job} job did not finish "
+                               f"(ranks {unfinished[:10]}); their logs: {self.logging_dir.resolve_paths('logs')}/")
+
+
+def ray_executors(jobs: list[Job], logs: Folder, ray: RayConfig, workers: int, address: str | None = None) -> list[RayJob]:
+    """One Ray job per job, each task an actor reserving the config's CPUs and memory (GPUs: stage tasks only);
+    `workers` caps the tasks running at once (-1: no cap). Ray resubmits a task whose node died (up to 3 times)."""
+    executors: list[RayJob] = []
+    for job in jobs:
+        executors.append(RayJob(
+            job.name, job.steps, tasks=job.tasks, workers=workers, logging_dir=logs.url_of(job.name),
+            cpus_per_task=ray.cpus_per_task, mem_per_cpu_gb=ray.mem_per_cpu_gb,
+            gpus_per_task=ray.gpus_per_task if job.name == STAGES_JOB else 0,
+            depends=executors[-1] if executors else None, address=address,
         ))
     return executors
 
