@@ -20,6 +20,7 @@ COMMANDS = {
     "label": "tpt.commands.label",
     "classifiers": "tpt.commands.classifiers",
     "train": "tpt.commands.train",
+    "experiment": "tpt.commands.experiment",
     "streams": "tpt.commands.streams",
     "heldout": "tpt.commands.heldout",
     "export": "tpt.commands.export",
