@@ -64,6 +64,8 @@ COLUMNS = (  # (key, heading, format)
     ("upsampling", "up-sampling", "factor"),
     ("thinking_truncated_rate", "thinking truncated", "pct"),
     ("flagged_rate", "flagged", "pct"),
+    ("label_confidence", "label confidence", "score"),
+    ("low_confidence_rate", "below min. confidence", "pct"),
 )
 
 DEFINITIONS = (
@@ -77,6 +79,8 @@ DEFINITIONS = (
     ("Thinking truncated", "Share of samples with thinking whose generation hit the token limit (finish_reason = length)."),
     ("Flagged", "Share of samples with thinking that carry at least one thinking flag."),
     ("unknown", "Samples without a label on that axis (no classify stage, or an empty label)."),
+    ("Label confidence", "Mean probability the classifier gave the class's label (the manifest's domain_score, audience_score, "
+                         "reasoning_score); below min. confidence: the class's share scored under `tpt report --min-confidence`."),
 )
 
 
@@ -95,6 +99,8 @@ def render(result: dict[str, Any], figures: dict[str, bytes]) -> str:
     if not totals["thinking_samples"]:
         parts.append("<div class='notice'>These runs have no thinking yet (no think stage ran): thinking statistics are empty "
                      "and training tokens count the documents only.</div>")
+    if result.get("confidence"):
+        parts.append(_confidence_notice(result["confidence"]))
     parts.append(_figure(figures, "thinking_by_class.png", "Thinking length by class",
                          "Like the paper's Figure 4: harder domains, expert audiences and more reasoning should get longer thinking."))
     parts.append("<div class='pair'>")
@@ -138,6 +144,14 @@ def _cards(result: dict[str, Any]) -> str:
         for kind, label, value, note in cards
     )
     return f"<div class='cards'>{body}</div>"
+
+
+def _confidence_notice(confidence: dict[str, Any]) -> str:
+    low, total, threshold = confidence["below"], confidence["samples"], confidence["min_confidence"]
+    action = ("left out of this report" if confidence["left_out"]
+              else "counted per class in the tables' <i>below min. confidence</i> column")
+    return (f"<div class='notice'>{low:,} of {total:,} samples ({_pct(low / total if total else None)}) have a label confidence "
+            f"below {threshold:g} on at least one axis: {action}.</div>")
 
 
 def _warn(rate: float | None) -> str:
@@ -196,4 +210,8 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-FORMATS = {"int": _int, "num": _num, "pct": _pct}
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+FORMATS = {"int": _int, "num": _num, "pct": _pct, "score": _score}

@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 
 from tpt.analysis import html, plots
 from tpt.analysis.atomic import replacing_dir
+from tpt.analysis.confidence import apply_min_confidence
 from tpt.analysis.runs import Run, connect
 from tpt.analysis.stats import analyse
 from tpt.classify.taxonomy import AXES
@@ -21,20 +22,22 @@ from tpt.classify.taxonomy import AXES
 REPORT_PAGE = "report.html"
 
 
-def build(runs: list[Run], threads: int | None = None) -> dict[str, Any]:
-    """The statistics of `runs`, with the runs they came from."""
+def build(runs: list[Run], threads: int | None = None, min_confidence: float | None = None, leave_out: bool = False) -> dict[str, Any]:
+    """The statistics of `runs`, with the runs they came from; samples below `min_confidence` marked, or left out."""
     con = connect(runs, threads)
+    confidence = apply_min_confidence(con, min_confidence, leave_out)
     counts = dict(con.sql("SELECT run, count(*) FROM samples GROUP BY run").fetchall())
     result = {"runs": [{"name": r.name, "path": str(r.root), "samples": counts.get(r.name, 0),
                         "rejected": r.summary.get("totals", {}).get("rejected")} for r in runs]}
     result.update(analyse(con))
+    result["confidence"] = confidence
     result["definitions"] = dict(html.DEFINITIONS)
     return result
 
 
-def write_report(runs: list[Run], output: Path, threads: int | None = None) -> dict[str, Any]:
-    """Compute and write the whole report folder; returns the statistics."""
-    result = build(runs, threads)
+def write_report(runs: list[Run], output: Path, threads: int | None = None, **confidence: Any) -> dict[str, Any]:
+    """Compute and write the whole report folder; returns the statistics (`confidence`: see `build`)."""
+    result = build(runs, threads, **confidence)
     figures = plots.render_all(result)
     with replacing_dir(Path(output), marker=REPORT_PAGE) as staging:
         (staging / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")

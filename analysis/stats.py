@@ -11,6 +11,8 @@ Definitions (docs/analysis.md repeats them):
   (thinking_budget; null in manifests older than generate.budgets);
 - truncated-thinking rate: finish_reason "length" among samples with thinking (the budget ran out);
   flagged rate: samples with thinking that carry any thinking flag.
+- label confidence: the mean score of the class's own axis (domain_score for a domain) over its samples;
+  low-confidence rate: its samples scored below `tpt report --min-confidence` on that axis, over its samples.
 A figure with nothing to measure (no thinking yet, no samples) is null, never NaN.
 """
 
@@ -27,9 +29,14 @@ GROUPS = (*AXES, "source")
 PERCENTILES = (0.1, 0.5, 0.9)
 HISTOGRAM_BINS = 40
 
+# Label confidence: per axis, the sum and count of its scores and the samples scored below the report's
+# `min_confidence` (a DuckDB variable, see confidence.py: unset, the counts are null); a class row uses its own axis' figures (_CONFIDENCE).
+_SCORES = ", ".join(f"sum({a}_score) AS {a}_score_sum, count({a}_score) AS {a}_scored, "
+                    f"count_if({a}_score < getvariable('min_confidence')) AS {a}_low" for a in AXES)
+
 # Phase 1 reads every sample once, grouped by the raw labels of all axes (hundreds of groups);
 # phase 2 rolls that small table up per axis. Only percentiles need the samples themselves.
-_FINE = """
+_FINE = f"""
     SELECT domain, audience, reasoning, source,
            count(*) AS samples,
            count(thinking_tokens) AS thinking_samples,
@@ -43,13 +50,20 @@ _FINE = """
            sum(coalesce(sample_tokens, coalesce(kept_tokens, 0) + coalesce(thinking_tokens, 0))) AS training_tokens,
            count_if(truncated) AS documents_truncated,
            count_if(thinking_tokens IS NOT NULL AND finish_reason = 'length') AS thinking_truncated,
-           count_if(thinking_tokens IS NOT NULL AND len(thinking_flags) > 0) AS flagged
+           count_if(thinking_tokens IS NOT NULL AND len(thinking_flags) > 0) AS flagged,
+           {_SCORES}
     FROM samples GROUP BY ALL
 """
 
 
 def _ratio(numerator: str, denominator: str) -> str:
     return f"CASE WHEN {denominator} > 0 THEN {numerator}::DOUBLE / {denominator} END"
+
+
+_CONFIDENCE = (
+    "CASE " + " ".join(f"WHEN grouping({a}) = 0 THEN {_ratio(f'sum({a}_score_sum)', f'sum({a}_scored)')}" for a in AXES)
+    + " END AS label_confidence, CASE " + " ".join(f"WHEN grouping({a}) = 0 THEN sum({a}_low)" for a in AXES) + " END AS low_confidence"
+)
 
 
 def _labelled(columns: str) -> str:
@@ -79,7 +93,8 @@ grouped AS (
            coalesce(sum(training_tokens), 0)::BIGINT AS training_tokens,
            coalesce(sum(documents_truncated), 0)::BIGINT AS documents_truncated,
            coalesce(sum(thinking_truncated), 0)::BIGINT AS thinking_truncated,
-           coalesce(sum(flagged), 0)::BIGINT AS flagged
+           coalesce(sum(flagged), 0)::BIGINT AS flagged,
+           {_CONFIDENCE}
     FROM ({_labelled('fine.* EXCLUDE (domain, audience, reasoning, source)')} FROM fine)
     GROUP BY {_SETS}
 ),
@@ -104,7 +119,9 @@ SELECT axis, class, samples, thinking_samples, thinking_mean,
        {_ratio('thinking_tokens', 'training_tokens')} AS thinking_share,
        {_ratio('documents_truncated', 'samples')} AS documents_truncated_rate,
        {_ratio('thinking_truncated', 'thinking_samples')} AS thinking_truncated_rate,
-       {_ratio('flagged', 'thinking_samples')} AS flagged_rate
+       {_ratio('flagged', 'thinking_samples')} AS flagged_rate,
+       label_confidence,
+       {_ratio('low_confidence', 'samples')} AS low_confidence_rate
 FROM shares ORDER BY axis, class
 """
 
