@@ -30,7 +30,7 @@ header p { margin:4px 0 0; color:var(--muted); }
 .card.hero { background:var(--accent); color:white; border:none; }
 .card.hero .label, .card.hero .note { color:#e0e7ff; }
 .card.warn { background:#fffbeb; border-color:#fcd34d; } .card.warn .value { color:#b45309; }
-section { background:white; border:1px solid var(--line); border-radius:12px; padding:18px 20px; margin:16px 0; }
+section { background:white; border:1px solid var(--line); border-radius:12px; padding:18px 20px; margin:16px 0; overflow-x:auto; }
 section h2 { margin:0 0 4px; font-size:17px; }
 section p.lead { margin:0 0 12px; color:var(--muted); }
 img { max-width:100%; display:block; }
@@ -52,6 +52,8 @@ footer dt { font-weight:600; color:var(--ink); } footer dd { margin:0 0 6px; }
 COLUMNS = (  # (key, heading, format)
     ("samples", "samples", "int"),
     ("document_share", "% docs", "pct"),
+    ("label_confidence", "confidence", "score"),
+    ("low_confidence_rate", "low conf.", "pct"),
     ("thinking_mean", "thinking mean", "bar"),
     ("thinking_p10", "p10", "num"),
     ("thinking_median", "median", "num"),
@@ -64,9 +66,8 @@ COLUMNS = (  # (key, heading, format)
     ("upsampling", "up-sampling", "factor"),
     ("thinking_truncated_rate", "thinking truncated", "pct"),
     ("flagged_rate", "flagged", "pct"),
-    ("label_confidence", "label confidence", "score"),
-    ("low_confidence_rate", "below min. confidence", "pct"),
 )
+LABEL_COLUMNS = {"label_confidence", "low_confidence_rate"}  # shown only where a row has them (not per source, not without a threshold)
 
 DEFINITIONS = (
     ("Training tokens", "Tokens of the sample [d; t] (sample_tokens); where a run has no think stage yet, the kept document tokens."),
@@ -79,8 +80,8 @@ DEFINITIONS = (
     ("Thinking truncated", "Share of samples with thinking whose generation hit the token limit (finish_reason = length)."),
     ("Flagged", "Share of samples with thinking that carry at least one thinking flag."),
     ("unknown", "Samples without a label on that axis (no classify stage, or an empty label)."),
-    ("Label confidence", "Mean probability the classifier gave the class's label (the manifest's domain_score, audience_score, "
-                         "reasoning_score); below min. confidence: the class's share scored under `tpt report --min-confidence`."),
+    ("Confidence", "Mean probability the classifier gave the class's label (the manifest's domain_score, audience_score, "
+                   "reasoning_score). Low conf.: the class's share scored under `tpt report --min-confidence` on that axis."),
 )
 
 
@@ -148,8 +149,7 @@ def _cards(result: dict[str, Any]) -> str:
 
 def _confidence_notice(confidence: dict[str, Any]) -> str:
     low, total, threshold = confidence["below"], confidence["samples"], confidence["min_confidence"]
-    action = ("left out of this report" if confidence["left_out"]
-              else "counted per class in the tables' <i>below min. confidence</i> column")
+    action = "left out of this report" if confidence["left_out"] else "counted per class in the tables' <i>low conf.</i> column"
     return (f"<div class='notice'>{low:,} of {total:,} samples ({_pct(low / total if total else None)}) have a label confidence "
             f"below {threshold:g} on at least one axis: {action}.</div>")
 
@@ -170,11 +170,12 @@ def _table(title: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
         return f"<section><h2>{title}</h2><p class='lead'>No samples.</p></section>"
     longest = max((r["thinking_mean"] or 0) for r in rows) or 1
-    head = f"<tr><th>{title.lower()}</th>" + "".join(f"<th>{heading}</th>" for _, heading, _ in COLUMNS) + "</tr>"
+    columns = [c for c in COLUMNS if c[0] not in LABEL_COLUMNS or any(r[c[0]] is not None for r in rows)]
+    head = f"<tr><th>{title.lower()}</th>" + "".join(f"<th>{heading}</th>" for _, heading, _ in columns) + "</tr>"
     body = []
     for row in rows:
         cells = [f"<td>{html.escape(row['class'])}</td>"]
-        for key, _, kind in COLUMNS:
+        for key, _, kind in columns:
             value = row[key]
             if kind == "bar":
                 size = 100 * (value or 0) / longest

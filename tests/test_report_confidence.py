@@ -53,7 +53,7 @@ def test_each_class_shows_its_mean_label_confidence_and_share_below(tmp_path, ro
             assert row["label_confidence"] == pytest.approx(scores.mean(), abs=1e-9)
             assert row["low_confidence_rate"] == pytest.approx((scores < THRESHOLD).sum() / len(members), abs=1e-12)
     assert summary["confidence"] == {"min_confidence": THRESHOLD, "samples": COUNT, "below": int(below(rows).sum()), "left_out": False}
-    assert f"{int(below(rows).sum()):,} of {COUNT:,} samples" in page and "below min. confidence" in page
+    assert f"{int(below(rows).sum()):,} of {COUNT:,} samples" in page and "low conf." in page
     assert "marked per class" in capsys.readouterr().out
 
 
@@ -73,7 +73,7 @@ def test_without_a_threshold_only_the_mean_confidence_is_shown(tmp_path, rows):
     summary, page = report(tmp_path, rows)
     assert summary["confidence"] is None and summary["totals"]["samples"] == COUNT
     assert all(row["low_confidence_rate"] is None and row["label_confidence"] for row in summary["axes"]["audience"])
-    assert "label confidence" in page and "samples have a label confidence" not in page
+    assert "<th>confidence</th>" in page and "<th>low conf.</th>" not in page and "samples have a label confidence" not in page
 
 
 @pytest.mark.parametrize("flags, message", [
