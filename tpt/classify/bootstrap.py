@@ -1,9 +1,10 @@
 """The bootstrap annotator: transparent rules that label documents when no strong LLM labeller is at hand.
 
-It exists to train the starter models shipped with tpt. Every rule and word
-list is in bootstrap.yaml, and each annotation keeps the features that decided
-it, so a starter label can always be explained (and is only as good as these
-rules: replace the starters with LLM-labelled models for real use).
+`tpt label --labeller bootstrap` uses it for a first, explainable look at a
+corpus (the starter models learn from distant labels of real sources instead,
+data/classify). Every rule and word list is in bootstrap.yaml, and each
+annotation keeps the features that decided it, so a label can always be
+explained (and is only as good as these rules).
 - domain: the domain whose keywords are most frequent, "other" below a floor;
 - audience: technical density (digits, symbols, code-like tokens), Flesch-Kincaid
   grade, and school markers;

@@ -3,7 +3,7 @@
 The LLM labeller asks the config's `generate:` backend for a JSON answer per
 document (validated against the taxonomy; an invalid answer is retried once,
 then recorded as failed). The bootstrap labeller applies tpt's transparent
-rules instead (it made the starter models). Resumable: rerun the same command
+rules instead (a first look without a teacher). Resumable: rerun the same command
 and finished documents are skipped. Writes OUTPUT/labels.parquet for
 `tpt classifiers train`.
 """
