@@ -6,8 +6,14 @@ input file, and that the teacher's servers answer. The refusal is one line namin
 
 from __future__ import annotations
 
+import errno
 import json
+import random
+import resource
+import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -63,6 +69,35 @@ def test_a_refused_rerun_leaves_the_finished_run_whole(finished_run, engine, mis
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("tpt run: error:") and expected in error[0]
     assert snapshot(out) == before  # not one file touched
+    _, samples = read_streams(out)
+    assert sorted(s["id"] for s in samples) == sorted(f"d{i}" for i in range(20))
+
+
+FULL_DISK = 64_000  # bytes a file may grow to in the run below: every file of the run but the big document's
+
+
+@pytest.mark.parametrize("engine", ["beam", "datatrove"])
+def test_a_worker_that_finds_the_disk_full_fails_the_run_in_one_line_and_the_finished_run_stays(finished_run, engine):
+    """A full disk, injected as a file-size limit on every process of the run (the worker's write fails with
+    EFBIG as it would with ENOSPC): the run ends with one line naming what could not be written, exit code 2."""
+    tmp, out = finished_run
+    before = published(out)
+    letters = random.Random(0).choices("abcdefghijklmnopqrstuvwxyz      ", k=300_000)
+    big = {"id": "big", "text": "".join(letters)}  # its shard, compressed, outgrows the limit
+    write_jsonl(tmp / "with-big.jsonl", [*(json.loads(line) for line in (tmp / "docs.jsonl").read_text().splitlines()), big])
+    config = tmp / f"full-disk-{engine}.yaml"
+    config.write_text("sources: [{name: web, path: with-big.jsonl}]\ntruncate: {max_doc_tokens: 1000000}\noutput: {parts: 2}\n")
+
+    def full_disk():  # in the child, before exec: inherited by every worker process of the run
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_DISK, FULL_DISK))
+
+    run = subprocess.run([sys.executable, "-m", "tpt.cli", "run", str(config), "--output", str(out), "--engine", engine,
+                          "--workers", "2"], preexec_fn=full_disk, capture_output=True, text=True, timeout=600)
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert last.startswith(f"tpt run: error: [Errno {errno.EFBIG}] writing {out}/") and last.endswith(": File too large")
+    assert published(out) == before  # the finished run, untouched
     _, samples = read_streams(out)
     assert sorted(s["id"] for s in samples) == sorted(f"d{i}" for i in range(20))
 

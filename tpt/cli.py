@@ -20,10 +20,10 @@ COMMANDS = {
     "label": "tpt.commands.label",
     "classifiers": "tpt.commands.classifiers",
     "train": "tpt.commands.train",
-    "experiment": "tpt.commands.experiment",
     "streams": "tpt.commands.streams",
     "heldout": "tpt.commands.heldout",
     "export": "tpt.commands.export",
+    "experiment": "tpt.commands.experiment",
     "report": "tpt.analysis.commands.report",
     "stats": "tpt.analysis.commands.stats",
     "estimate": "tpt.analysis.commands.estimate",
@@ -50,8 +50,9 @@ def setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("apache_beam", "urllib3", "httpx", "filelock", "datatrove"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    for chatty in ("apache_beam.runners.portability.local_job_service", "streaming"):
-        logging.getLogger(chatty).setLevel(logging.ERROR)
+    logging.getLogger("streaming").setLevel(logging.ERROR)
+    # Beam's local job service logs each failed worker bundle; the run's own error (tpt.run.failures) says it once.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.CRITICAL)
     for handler in logging.getLogger().handlers:  # streaming's merge_index warns through the root logger
         handler.addFilter(lambda record: record.levelno >= logging.ERROR or "/streaming/" not in record.pathname)
 

@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tpt.pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts
 from tpt.run.engines import LOCAL_WORKERS
+from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
 
 LOCAL_RUNNER = "DirectRunner"
@@ -56,6 +57,6 @@ def run(plan: RunPlan, workers: int | None = None, runner: str | None = None, be
     with plan.lock():
         plan.start_afresh()
         started = time.monotonic()
-        with plan.progress(), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+        with worker_failures(), plan.progress(), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
             build(pipeline, plan)
         return plan.finalize(time.monotonic() - started, {"name": "beam", "runner": runner, "workers": workers})

@@ -23,6 +23,7 @@ from tpt.pipelines.datatrove.shuffle import GatherById, ScatterById
 from tpt.pipelines.datatrove.stage import ApplyStage
 from tpt.pipelines.datatrove.write import WriteParts
 from tpt.run.engines import LOCAL_WORKERS
+from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,6 @@ def run(plan: RunPlan, workers: int | None = None, executor: str | None = None, 
             progress.start()  # for `tpt progress OUT`, from the tasks' beacons
             last.run()  # submits the jobs it depends on first
             return None
-        with progress:
+        with worker_failures(), progress:
             last.run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)

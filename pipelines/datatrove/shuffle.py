@@ -21,6 +21,7 @@ from datatrove.pipeline.base import PipelineStep
 from tpt.pipelines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
+from tpt.run.failures import writing
 from tpt.stages.deduplicate import keep_one
 
 
@@ -37,7 +38,7 @@ class ScatterById(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> None:
         shuffle, streams = Folder(self.folder), {}
-        with ExitStack() as files:  # each file appears whole when the task finishes, or not at all
+        with writing(shuffle.url_of(f"*/read-{rank:05d}.jsonl")), ExitStack() as files:  # each file whole, or not at all
             for document in data:
                 part = part_of(document.id, self.tasks)
                 if part not in streams:

@@ -18,6 +18,7 @@ from tpt.io.output import OutputLayout, write_part, write_rejects
 from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, RunProgress, track_run
+from tpt.run.failures import writing
 from tpt.schema import Record, Reject
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
@@ -73,10 +74,12 @@ class RunPlan:
         return track_run(self.config, self.stages, self.files)
 
     def write_part(self, source: str, part: str, records: Iterable[Record]) -> int:
-        return write_part(self.staging, source, part, records, self.fields, self.config.output)
+        with writing(self.staging.url_of(f"{self.staging.mds}/{source}/{part}")):
+            return write_part(self.staging, source, part, records, self.fields, self.config.output)
 
     def write_rejects(self, source: str, part: str, rejects: Iterable[Reject]) -> int:
-        return write_rejects(self.staging, source, part, rejects)
+        with writing(self.staging.url_of(f"{self.staging.rejects}/{source}/{part}.jsonl")):
+            return write_rejects(self.staging, source, part, rejects)
 
     def finalize(self, wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
         """Merge, summarise and publish the finished run; safe to repeat. Returns the summary."""
