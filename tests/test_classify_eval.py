@@ -90,6 +90,16 @@ def test_eval_of_a_file_without_sources_still_reports_the_axes(tmp_path, heldout
     assert report["sources"] == {} and report["domain"]["documents"] == 50
 
 
+def test_rows_without_a_source_are_reported_together(tmp_path, heldout, capsys):
+    labels = tmp_path / "labels.jsonl"
+    rows = [{**{k: r[k] for k in ("id", "text", *AXES)}, "source": r["source"] if i % 2 else None} for i, r in enumerate(heldout[:40])]
+    labels.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "eval.json"
+    assert tpt(["classifiers", "eval", str(labels), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["sources"][""]["documents"] == 20
+    assert re.search(r"^\(none\) +20 ", capsys.readouterr().out, re.M)
+
+
 def test_the_starter_models_meet_the_targets_on_the_held_out_set(heldout):
     """The shipped models, never trained on a held-out document: the targets of docs/classification.md."""
     taxonomy = load_taxonomy()

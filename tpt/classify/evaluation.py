@@ -27,12 +27,12 @@ REASONING = "reasoning"
 
 
 def read_sources(path: str | Path) -> dict[str, str]:
-    """Each document's source by id, from the labels file's `source` column ({} when it has none)."""
+    """Each document's source by id, from the labels file's `source` column ({} when it has none; "" for a row without one)."""
     path = Path(path)
     table = pajson.read_json(path) if path.suffix in (".jsonl", ".json") else pq.read_table(path)
     if "source" not in table.column_names:
         return {}
-    return {str(id_): source for id_, source in zip(table.column("id").to_pylist(), table.column("source").to_pylist())}
+    return {str(id_): source or "" for id_, source in zip(table.column("id").to_pylist(), table.column("source").to_pylist())}
 
 
 def evaluate_models(docs: list[LabelledDoc], sources: dict[str, str], models: dict[str, AxisModel], taxonomy: Taxonomy) -> dict[str, Any]:
