@@ -1,7 +1,7 @@
 """Train and evaluate the fastText classifiers (one per axis) on labelled documents.
 
   tpt classifiers train LABELS --output DIR [--config CONFIG]   # DIR/{domain,audience,reasoning}.ftz + metrics.json
-  tpt classifiers eval LABELS [--models DIR] [--config CONFIG]  # held-out metrics of trained models
+  tpt classifiers eval LABELS [--models DIR] [--config CONFIG]  # held-out metrics, confusion matrices, per-source shares
 
 LABELS is a labels file written by `tpt label` (Parquet) or any Parquet/JSONL
 file with the columns id, text, domain, audience, reasoning.
