@@ -3,11 +3,13 @@
     python benchmarks/bench_engines.py [--documents 2000]
 
 One run, one corpus of ~2k-token documents joined from the demo's real text,
-split into two files: Beam on the DirectRunner (multi_processing, 2 workers)
-and datatrove on the local executor (2 tasks, 2 workers), each timed end to end
-from the call to the summary on disk, next to the bare-primitives floor of
-bench_cpu_stages (json + batched encode + MDSWriter in a tight loop, one core)
-and twice that floor, the most two ideal cores could do.
+split into two files: Beam on the DirectRunner (multi_processing, 2 workers),
+datatrove on the local executor (2 tasks, 2 workers) and datatrove on Ray (2
+tasks on a local Ray cluster of 2 CPUs, started before the clock starts: its
+start-up is printed apart), each timed end to end from the call to the summary
+on disk, next to the bare-primitives floor of bench_cpu_stages (json + batched
+encode + MDSWriter in a tight loop, one core) and twice that floor, the most
+two ideal cores could do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +32,7 @@ from benchmarks.corpus import write_corpus  # noqa: E402
 from tpt.config import PipelineConfig  # noqa: E402
 
 WORKERS = 2
+RAY = "datatrove Ray, 2 tasks"
 
 
 def split(corpus: Path, folder: Path, files: int) -> Path:
@@ -60,6 +64,22 @@ def run_datatrove(config: PipelineConfig) -> int:
     return execute(config, "datatrove", tasks=WORKERS, workers=WORKERS)["totals"]["written"]
 
 
+def run_ray(config: PipelineConfig) -> int:
+    from tpt.run import execute
+
+    return execute(config, "datatrove", executor="ray", tasks=WORKERS)["totals"]["written"]
+
+
+def start_ray() -> float:
+    """Seconds to start a local Ray cluster of WORKERS CPUs, which the Ray run then uses (`tpt run` alone would start
+    one of all CPUs for the run)."""
+    import ray
+
+    started = time.perf_counter()
+    ray.init(address="local", num_cpus=WORKERS, log_to_driver=False)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=2000)
@@ -75,8 +95,11 @@ def main() -> None:
         rates = {}
         docs, seconds = timed(run_bare, corpus, tmp / "bare")
         rates["bare primitives, 1 core"] = docs / seconds
-        for name, engine in (("Beam DirectRunner, 2 workers", run_beam), ("datatrove local, 2 tasks", run_datatrove)):
-            docs, seconds = timed(engine, engine_config(parts, tmp / name.split()[0]))
+        engines = (("Beam DirectRunner, 2 workers", run_beam), ("datatrove local, 2 tasks", run_datatrove), (RAY, run_ray))
+        for name, engine in engines:
+            if engine is run_ray:
+                ray_start = start_ray()  # only now: its idle processes stay out of the other engines' figures
+            docs, seconds = timed(engine, engine_config(parts, tmp / name.split(",")[0].replace(" ", "-")))
             assert docs == args.documents, f"{name} wrote {docs} of {args.documents} documents"
             rates[name] = docs / seconds
     floor = rates["bare primitives, 1 core"]
@@ -84,9 +107,10 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"  {name:<32}{rate:9.1f} docs/s")
     print(f"  {'ideal 2 cores (2 x bare)':<32}{2 * floor:9.1f} docs/s")
-    beam, datatrove = rates["Beam DirectRunner, 2 workers"], rates["datatrove local, 2 tasks"]
-    print(f"ratio datatrove / Beam: {datatrove / beam:.2f}; "
-          f"of the 2-core ideal: Beam {beam / (2 * floor):.2f}, datatrove {datatrove / (2 * floor):.2f}")
+    beam, datatrove, ray = rates["Beam DirectRunner, 2 workers"], rates["datatrove local, 2 tasks"], rates[RAY]
+    print(f"ratio datatrove / Beam: {datatrove / beam:.2f}; Ray / datatrove local: {ray / datatrove:.2f}; "
+          f"of the 2-core ideal: Beam {beam / (2 * floor):.2f}, datatrove {datatrove / (2 * floor):.2f}, Ray {ray / (2 * floor):.2f}")
+    print(f"(the local Ray cluster took {ray_start:.1f} s to start, outside the Ray figure)")
 
 
 if __name__ == "__main__":
