@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 
 from tpt.config import ConfigError
 from tpt.train.config import DatasetConfig, TokenizerConfig, apply_override, load_train_config
-from tpt.train.data import PackedSequences, build_documents, pack, read_streams
+from tpt.train.data import START, DocumentStream, PackedSequences, build_documents, build_streams, pack, shuffle_blocks
 from tpt.train.model import build_tokenizer
+from tpt.train.streams import read_streams
 
 from .conftest import ROOT
 
@@ -38,10 +39,47 @@ def test_pack_keeps_every_token_once_in_order():
     stream = np.concatenate([d["tokens"] for d in documents])
     owners = np.concatenate([np.full(len(d["tokens"]), d["index"]) for d in documents])
     full = len(stream) // 128 * 128
-    assert all(len(tokens) == len(own) == 128 for tokens, own in sequences)
+    assert all(len(tokens) == len(own) == 128 for tokens, own, _ in sequences)
     assert len(sequences) == len(stream) // 128
-    np.testing.assert_array_equal(np.concatenate([t for t, _ in sequences]), stream[:full])
-    np.testing.assert_array_equal(np.concatenate([o for _, o in sequences]), owners[:full])
+    np.testing.assert_array_equal(np.concatenate([t for t, _, _ in sequences]), stream[:full])
+    np.testing.assert_array_equal(np.concatenate([o for _, o, _ in sequences]), owners[:full])
+
+
+def test_pack_continues_from_any_sequences_end():
+    """Packing restarted at a sequence's end, from that document on, gives exactly the sequences that followed it."""
+    rng = np.random.default_rng(1)
+    lengths = [128, 100, 28, *rng.integers(1, 300, size=60)]  # the first two sequences end where a document ends
+    documents = [{"index": i, "tokens": rng.integers(0, 1000, size=int(n))} for i, n in enumerate(lengths)]
+    sequences = list(pack(documents, 128))
+    assert any(end[1] == 0 for _, _, end in sequences) and any(end[1] for _, _, end in sequences)  # both kinds of end
+    for k, (_, _, end) in enumerate(sequences):
+        continued = list(pack(documents[end[0]:], 128, end))
+        assert len(continued) == len(sequences) - k - 1, k
+        for (tokens, owners, after), (expected, expected_owners, expected_after) in zip(continued, sequences[k + 1:]):
+            np.testing.assert_array_equal(tokens, expected)
+            np.testing.assert_array_equal(owners, expected_owners)
+            assert after == expected_after
+
+
+def test_shuffle_blocks_continue_from_any_position():
+    """Blocks of 4 in a seeded order: restarted from the position after any sequence (re-packing from the block's
+    start), they give the sequences that followed it, and each block holds the same sequences as in order."""
+    rng = np.random.default_rng(2)
+    documents = [{"index": i, "tokens": rng.integers(0, 1000, size=int(n))} for i, n in enumerate(rng.integers(1, 300, size=60))]
+
+    def order_of(block: int, length: int) -> np.ndarray:
+        return np.random.default_rng([17, block]).permutation(length)
+
+    def run(start):
+        return list(shuffle_blocks(pack(documents[start.document:], 64, (start.document, start.offset)), 4, start, order_of))
+
+    shuffled, in_order = run(START), list(pack(documents, 64))
+    assert len(shuffled) == len(in_order) and len(in_order) % 4  # a last, partial block too
+    firsts = [int(tokens[0]) for tokens, _, _ in shuffled]
+    assert firsts != [int(tokens[0]) for tokens, _, _ in in_order]
+    assert all(sorted(firsts[b:b + 4]) == sorted(int(t[0]) for t, _, _ in in_order[b:b + 4]) for b in range(0, len(firsts), 4))
+    for k, (_, _, after) in enumerate(shuffled):
+        assert [int(t[0]) for t, _, _ in run(after)] == firsts[k + 1:], (k, after)
 
 
 def test_packed_epoch_is_the_documents_tokens_plus_eos(demo_run, streams_file, tokenizer):
@@ -52,7 +90,7 @@ def test_packed_epoch_is_the_documents_tokens_plus_eos(demo_run, streams_file, t
     expected = np.concatenate([np.append(tokenizer(_text_of(documents, d["index"]), add_special_tokens=False)["input_ids"],
                                          tokenizer.eos_token_id)
                                for d in seen])
-    packed = np.concatenate([tokens for tokens, _ in sequences])
+    packed = np.concatenate([tokens for tokens, _, _ in sequences])
     assert len(expected) - 256 < len(packed) <= len(expected)
     np.testing.assert_array_equal(packed, expected[:len(packed)])
     assert all(d["tokens"][-1] == tokenizer.eos_token_id for d in seen)  # every document ends with EOS, the tail's too
@@ -73,24 +111,63 @@ def test_samples_per_source_follow_the_proportions(streams_file, tokenizer):
     assert counts.tolist() != documents.samples_per_stream.tolist()  # the 2:1:1 weights changed the natural mix
 
 
-@pytest.mark.parametrize("workers,batches", [(0, 5), (2, 4)])
+class CountingStream(DocumentStream):
+    """A DocumentStream that counts the samples it reads and tokenizes: how much of the epoch a resume re-reads."""
+
+    tokenized = 0
+
+    def tokens_of(self, sample, sample_id):
+        CountingStream.tokenized += 1
+        return super().tokens_of(sample, sample_id)
+
+
+def loader(streams_file, tokenizer, workers, state=None, shuffle_buffer=16, epoch_size=None):
+    """PackedSequences over the demo shards as the trainer builds them, and an iterator over its batches that
+    passes each through `consume` as Composer's batch transform does."""
+    documents = CountingStream(tokenizer=tokenizer, streams=build_streams(streams_file, 60), batch_size=4, shuffle_seed=17,
+                               epoch_size=epoch_size)
+    dataset = PackedSequences(documents, 256, 4, shuffle_buffer=shuffle_buffer, seed=17, num_workers=workers)
+    if state is not None:
+        dataset.load_state_dict(state)
+    return dataset, map(dataset.consume, DataLoader(dataset, batch_size=4, num_workers=workers, drop_last=True))
+
+
+@pytest.mark.parametrize("workers,batches", [(0, 5), (2, 4), (2, 3)])
 def test_resume_mid_epoch_continues_the_same_sequences(streams_file, tokenizer, workers, batches):
-    dataset_config = DatasetConfig(streams=streams_file, shuffle_buffer=16)
-
-    def loader(state=None):
-        dataset = PackedSequences(build_documents(dataset_config, tokenizer, 4, seed=17), 256, 4, shuffle_buffer=16, seed=17)
-        if state is not None:
-            dataset.load_state_dict(state)
-        return dataset, iter(DataLoader(dataset, batch_size=4, num_workers=workers))
-
-    dataset, batches_of = loader()
-    uninterrupted = [next(batches_of)["input_ids"] for _ in range(batches + 4)]
+    """After any batch, even one that is not a multiple of num_workers (PyTorch then restarts at worker 0), a
+    reloaded loader gives exactly the batches the first one gave next, to the end of the epoch and into the next."""
+    dataset, batches_of = loader(streams_file, tokenizer, workers)
+    uninterrupted = [next(batches_of) for _ in range(batches)]
     state = dataset.state_dict(batches * 4, True)
+    uninterrupted += list(batches_of) + list(map(dataset.consume, DataLoader(dataset, batch_size=4, num_workers=workers, drop_last=True)))
     del dataset, batches_of
     gc.collect()  # streaming allows one live dataset per local folder
-    _, resumed = loader(state)
-    for expected in uninterrupted[batches:]:
-        assert torch.equal(next(resumed)["input_ids"], expected)
+    dataset, resumed = loader(streams_file, tokenizer, workers, state)
+    resumed = list(resumed) + list(map(dataset.consume, DataLoader(dataset, batch_size=4, num_workers=workers, drop_last=True)))
+    assert len(resumed) == len(uninterrupted) - batches > 4
+    for got, expected in zip(resumed, uninterrupted[batches:]):
+        assert torch.equal(got["input_ids"], expected["input_ids"])
+        assert torch.equal(got["sample_index"], expected["sample_index"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_late_in_the_epoch_rereads_one_block_not_the_epoch(streams_file, tokenizer, workers):
+    """A resume after 151 batches of a long epoch: streaming drops the samples every worker is past, and each worker
+    tokenizes at most its shuffle block's documents again before the first batch, which is the one that came next."""
+    dataset, batches_of = loader(streams_file, tokenizer, workers, shuffle_buffer=8, epoch_size=2000)
+    for _ in range(151):
+        next(batches_of)
+    state = dataset.state_dict(151 * 4, True)
+    expected = next(batches_of)
+    del dataset, batches_of
+    gc.collect()
+    CountingStream.tokenized = 0
+    _, resumed = loader(streams_file, tokenizer, workers, state, shuffle_buffer=8, epoch_size=2000)
+    first = next(resumed)
+    assert torch.equal(first["input_ids"], expected["input_ids"])
+    assert state["dropped"] >= 500 // max(1, workers)  # about 1,200 documents trained on, all workers together
+    if not workers:  # the loader's own process: what it read is counted here
+        assert 0 < CountingStream.tokenized < 40, CountingStream.tokenized  # one block: 8 sequences of 256 tokens
 
 
 def test_overrides_keep_yaml_types():

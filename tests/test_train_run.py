@@ -5,12 +5,15 @@ from __future__ import annotations
 import gc
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from composer.loggers import InMemoryLogger
 from streaming import StreamingDataset
 
@@ -18,22 +21,24 @@ from tpt import cli
 from tpt.train.config import load_train_config
 from tpt.train.data import build_streams
 from tpt.train.sample_log import read_sample_log
+from tpt.train.streams import read_streams
 from tpt.train.trainer import build_trainer, train
 
 from .conftest import ROOT
 
 TINY = ROOT / "composer_yamls" / "tiny-cpu.yaml"
 BATCHES = 16
-SAVE_EVERY = 4
+SAVE_EVERY = 3  # not a multiple of the 2 loader workers: a resume starts at the worker whose turn it was
 
 
 def run_overrides(demo_run, folder) -> list[str]:
-    """The tiny YAML shortened for CI, on the session's demo shards, writing under `folder`.
+    """The tiny YAML shortened for CI, on the session's demo shards, writing under `folder`, with 2 loader workers.
 
-    epoch_size 8 makes an epoch ~12 batches, so the run also crosses an epoch boundary.
+    epoch_size 96 makes an epoch 12 batches of the demo's 129-token samples, so the run also crosses an epoch boundary.
     """
     config, _ = demo_run
-    return [f"train_loader.dataset.streams={config.output.dir}/streams.yaml", "train_loader.dataset.epoch_size=8",
+    return [f"train_loader.dataset.streams={config.output.dir}/streams.yaml", "train_loader.dataset.epoch_size=96",
+            "train_loader.num_workers=2",
             f"max_duration={BATCHES}ba", f"save_interval={SAVE_EVERY}ba", f"save_folder={folder}/checkpoints",
             f"callbacks.sample_log.path={folder}/samples.jsonl", "loggers.inmemory={}", "python_log_level=warning"]
 
@@ -94,6 +99,41 @@ def ids_seen(folder, demo_run) -> dict[int, list[list[str]]]:
     ids = {batch: [[dataset[i]["id"] for i in row] for row in rows] for batch, rows in read_sample_log(folder / "samples.jsonl").items()}
     del dataset
     return ids
+
+
+def test_a_run_folder_moved_elsewhere_trains_on_the_same_samples(demo_run, uninterrupted, tmp_path, capsys):
+    """The demo run's folder, moved to another path (its old one gone), trains with `tpt train` on the same samples,
+    and `tpt streams` prints its block with the new absolute paths or a remote."""
+    config, _ = demo_run
+    original, moved = config.output.dir, tmp_path / "elsewhere" / "demo"
+    streams = yaml.safe_load((Path(original) / "streams.yaml").read_text())["streams"]
+    assert {s["local"] for s in streams.values()} == {f"mds/{name}" for name in streams}  # relative to the file's folder
+    moved.parent.mkdir()
+    shutil.move(original, moved)
+    try:
+        overrides = [o for o in run_overrides(demo_run, tmp_path) if not o.startswith("train_loader.dataset.streams=")]
+        assert cli.main(["train", str(TINY), f"train_loader.dataset.streams={moved}/streams.yaml", *overrides, "max_duration=3ba"]) == 0
+        capsys.readouterr()
+        assert cli.main(["streams", str(moved)]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)["streams"]
+        assert cli.main(["streams", str(moved), "--remote", "gs://bucket/runs/demo/"]) == 0
+        remote = yaml.safe_load(capsys.readouterr().out)["streams"]
+    finally:
+        shutil.move(moved, original)
+    assert printed == {name: {**s, "local": f"{moved}/mds/{name}"} for name, s in streams.items()}
+    assert remote == {name: {"remote": f"gs://bucket/runs/demo/mds/{name}", "proportion": s["proportion"]} for name, s in streams.items()}
+    trained, expected = ids_seen(tmp_path, demo_run), ids_seen(uninterrupted[0], demo_run)
+    assert sorted(trained) == [0, 1, 2] and trained == {batch: expected[batch] for batch in trained}
+
+
+def test_a_streams_file_with_absolute_paths_still_trains(demo_run, tmp_path):
+    """streams.yaml files written before relative paths name absolute ones: they read as written."""
+    config, _ = demo_run
+    streams = yaml.safe_load((Path(config.output.dir) / "streams.yaml").read_text())["streams"]
+    absolute = {name: {**s, "local": f"{config.output.dir}/{s['local']}"} for name, s in streams.items()}
+    (tmp_path / "streams.yaml").write_text(yaml.safe_dump({"streams": absolute}, sort_keys=False))
+    assert read_streams(str(tmp_path / "streams.yaml")) == absolute
+    assert [s.local for s in build_streams(str(tmp_path / "streams.yaml"), 60)] == [absolute[n]["local"] for n in absolute]
 
 
 @pytest.mark.parametrize("override,message", [
