@@ -1,8 +1,7 @@
-"""Write outputs whole or not at all: into a temporary sibling, moved into place only on success."""
+"""Replace an output folder whole or not at all: written in a temporary sibling, moved into place only on success."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,16 +34,3 @@ def replacing_dir(target: Path, marker: str) -> Iterator[Path]:
             staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextmanager
-def replacing_file(target: Path) -> Iterator[Path]:
-    """A temporary path that replaces `target` when the block succeeds."""
-    target = Path(target).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        yield staging
-        staging.replace(target)
-    finally:
-        staging.unlink(missing_ok=True)

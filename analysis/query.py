@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tpt.analysis.atomic import replacing_file
 from tpt.analysis.runs import AnalysisError
+from tpt.io.storage import staged_file
 
 WRITERS = {".csv": pacsv.write_csv, ".parquet": pq.write_table}
 
@@ -35,7 +35,7 @@ def write_table(table: pa.Table, path: Path) -> None:
     writer = WRITERS.get(Path(path).suffix.lower())
     if writer is None:
         raise AnalysisError(f"{path}: unknown output format; use a .csv or .parquet file name")
-    with replacing_file(Path(path)) as staging:
+    with staged_file(path) as staging:
         writer(table, staging)
 
 

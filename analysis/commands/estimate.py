@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tpt.analysis.atomic import replacing_file
     from tpt.analysis.estimate import count_documents, project
     from tpt.analysis.runs import AnalysisError, load_run
     from tpt.config import load_config
+    from tpt.io.storage import staged_file
 
     config = load_config(args.config)
     for rate in (args.tokens_per_second, args.train_tokens_per_second):
@@ -50,8 +50,8 @@ def main(args: argparse.Namespace) -> int:
             result = _project_sample(config, args, Path(args.workdir or scratch), corpus)
     print(render(result))
     if args.json_out:
-        with replacing_file(Path(args.json_out)) as staging:
-            staging.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        with staged_file(args.json_out) as staging:
+            Path(staging).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return 0
 
 

@@ -12,6 +12,7 @@ from tpt.classify.labelset import OK, label_row, write_labels
 from tpt.classify.normalize import EmptyTextError
 from tpt.classify.store import LabelStore
 from tpt.classify.taxonomy import AXES, Taxonomy
+from tpt.io.storage import Folder
 from tpt.progress import Progress
 from tpt.schema import Record
 
@@ -42,16 +43,20 @@ class BootstrapLabeller:
 
 
 def label_sample(records: list[Record], labeller: Labeller, out_dir: str | Path, batch_size: int) -> dict[str, Any]:
-    """Label every record not yet in OUT/labels.jsonl, then write OUT/labels.parquet (sample order); returns counts."""
+    """Label every record not yet in OUT/labels.jsonl, then write OUT/labels.parquet (sample order); returns counts.
+    OUT is a local folder or any fsspec URL."""
     store = LabelStore(out_dir)
     todo = [record for record in records if record.id not in store.rows]
     progress = Progress("label", total=len(todo))
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        store.append(labeller.label(batch))
-        progress.update(len(batch))
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            store.append(labeller.label(batch))
+            progress.update(len(batch))
+    finally:
+        store.close()
     rows = [store.rows[record.id] for record in records]
-    write_labels(Path(out_dir) / LABELS_FILE, rows)
+    write_labels(Folder(out_dir).url_of(LABELS_FILE), rows)
     ok = [row for row in rows if row["status"] == OK]
     return {
         "documents": len(rows),

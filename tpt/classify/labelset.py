@@ -16,6 +16,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from tpt.classify.taxonomy import AXES, Taxonomy
+from tpt.io.storage import staged_file
 from tpt.schema import Record
 
 OK, FAILED = "ok", "failed"
@@ -47,12 +48,11 @@ def label_row(record: Record, annotator: str, labels: dict[str, str] | None, ans
     }
 
 
-def write_labels(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The rows (dicts with LABEL_SCHEMA's keys) as a Parquet file, written whole then renamed into place."""
+def write_labels(target: str | Path, rows: list[dict[str, Any]]) -> None:
+    """The rows (dicts with LABEL_SCHEMA's keys) as a Parquet file at a path or fsspec URL, whole or not at all."""
     table = pa.Table.from_pylist(rows, schema=LABEL_SCHEMA)
-    partial = path.with_name(path.name + ".partial")
-    pq.write_table(table, partial)
-    partial.replace(path)
+    with staged_file(target) as local:
+        pq.write_table(table, local)
 
 
 def read_labels(path: str | Path, taxonomy: Taxonomy) -> tuple[list[LabelledDoc], int]:

@@ -1,10 +1,12 @@
-"""A folder on a local disk or behind any fsspec URL (gs://, s3://, ...), with the few operations outputs need.
+"""A folder on a local disk or behind any fsspec URL (gs://, s3://, ...), with the few operations outputs need,
+and `staged_file`, the one way tpt writes a file.
 
-Every file appears whole or not at all, so a reader never sees half a file:
-local files are written under a temporary name and renamed into place; files
-for an object store are written to a local staging copy and uploaded whole
-(an object store shows an object only once its upload completes). Names are
-relative to the folder and use `/` on every filesystem.
+Every file appears whole or not at all, so a reader never sees half a file and
+a failed write leaves the previous file as it was: local files are written
+under a temporary name and renamed into place; files for an object store are
+written to a local staging copy and uploaded whole (an object store shows an
+object only once its upload completes). Names are relative to the folder and
+use `/` on every filesystem.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import fsspec
@@ -23,12 +25,37 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem of a local path or fsspec URL, and the path on it."""
+    try:
+        return fsspec.core.url_to_fs(str(location))
+    except (ImportError, ValueError) as error:  # an fsspec backend not installed, or an unknown protocol
+        raise ValueError(f"{location}: {error}") from None
+
+
+@contextmanager
+def staged_file(target: str | Path) -> Iterator[str]:
+    """A local path to write `target` (a local path or an fsspec URL) at; when the block ends without error,
+    `target` holds it whole, and otherwise `target` is as it was."""
+    fs, path = filesystem(target)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        local = f"{path}.tmp{os.getpid()}.{secrets.token_hex(4)}"  # unique per writer, threads included
+        try:
+            yield local
+            os.replace(local, path)
+        finally:
+            Path(local).unlink(missing_ok=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="tpt-stage-") as staging:
+        local = os.path.join(staging, os.path.basename(path))
+        yield local
+        fs.put_file(local, path)
+
+
 class Folder:
     def __init__(self, location: str | Path):
-        try:
-            self.fs, root = fsspec.core.url_to_fs(str(location))
-        except (ImportError, ValueError) as error:  # an fsspec backend not installed, or an unknown protocol
-            raise ValueError(f"{location}: {error}") from None
+        self.fs, root = filesystem(location)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
         # what other processes are given: the absolute path, or the URL as written
@@ -83,23 +110,9 @@ class Folder:
         with self.staged_file(name) as local:
             pq.write_table(table, local)
 
-    @contextmanager
-    def staged_file(self, name: str) -> Iterator[str]:
+    def staged_file(self, name: str) -> AbstractContextManager[str]:
         """A local path to write `name` at; when the block ends without error, `name` holds it whole."""
-        target = self.path(name)
-        if self.is_local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            local = f"{target}.tmp{os.getpid()}.{secrets.token_hex(4)}"  # unique per writer, threads included
-            try:
-                yield local
-                os.replace(local, target)
-            finally:
-                Path(local).unlink(missing_ok=True)
-            return
-        with tempfile.TemporaryDirectory(prefix="tpt-stage-") as staging:
-            local = os.path.join(staging, os.path.basename(target))
-            yield local
-            self.fs.put_file(local, target)
+        return staged_file(self.url_of(name))
 
     @contextmanager
     def staged_folder(self, name: str) -> Iterator[str]:
