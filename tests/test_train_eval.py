@@ -75,8 +75,8 @@ def test_answer_loglikelihood_is_the_sum_over_the_answer_tokens(evaluated):
     total = 0.0
     for problem in read_problems(GSM8K, PROBLEMS):
         context = prompt_of(problem["question"], [])
-        whole = tokenizer(f"{context} {problem['answer']}", add_special_tokens=False)["input_ids"]
-        start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+        whole = tokenizer(f"{context} {problem['answer']}")["input_ids"]  # with the BOS the tokenizer adds, as lm-eval does
+        start = len(tokenizer(context)["input_ids"])
         with torch.no_grad():
             logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), dim=-1)
         total += sum(float(logprobs[i - 1, whole[i]]) for i in range(start, len(whole)))

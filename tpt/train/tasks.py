@@ -6,9 +6,11 @@ v0.4): the prompt is "Question: {question}\\nAnswer:", the target " {answer}"
 Two scores:
 - `AnswerLogLikelihood`: the summed log-probability of the target's tokens given
   the prompt, the number lm-eval's `loglikelihood` request returns (its tokens
-  split the same way: the prompt and prompt+target encoded, the target being the
-  tail), averaged over problems; a model that learned the task's reasoning puts
-  more probability on the worked answer long before it can produce one;
+  split the same way: the prompt and prompt+target encoded with the tokenizer's
+  defaults, the target being the tail), averaged over problems; a model that
+  learned the task's reasoning puts more probability on the worked answer long
+  before it can produce one. One difference: a problem longer than max_seq_len
+  keeps max_seq_len tokens here, one fewer prompt token than lm-eval keeps;
 - `ExactMatchStrict` / `ExactMatchFlexible`: greedy answers cut at the task's
   stop strings, the number taken by lm-eval's "strict-match" (`#### N`) or
   "flexible-extract" (the last number) filter, compared with the reference after
@@ -165,8 +167,8 @@ def task_dataloaders(task: EvalTaskConfig, tokenizer: Any, max_seq_len: int) -> 
     if len(fewshot) < task.num_fewshot:
         raise ValueError(f"eval_tasks {task.label}: num_fewshot {task.num_fewshot} needs fewshot_path with that many problems")
 
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    def encode(text: str) -> list[int]:  # with the tokenizer's own special tokens (a BOS, if it adds one), as lm-eval's hf model
+        return tokenizer(text, verbose=False)["input_ids"]
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     scored = []
