@@ -93,5 +93,10 @@ def test_experiment_config_errors_name_the_key(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("output: x\npipeline: p.yaml\nmodel: m.yaml\ntokens: 0\n")
     assert cli.main(["experiment", str(tmp_path / "bad.yaml")]) == 2
     assert "tokens" in capsys.readouterr().err
+    (tmp_path / "pipeline.yaml").write_text(f"sources: [{{name: web, path: {ROOT}/data/demo/web.jsonl}}]\n")
+    (tmp_path / "plain.yaml").write_text(f"output: {tmp_path}/out\npipeline: {tmp_path}/pipeline.yaml\nmodel: m.yaml\ntokens: 1000\n")
+    assert cli.main(["experiment", str(tmp_path / "plain.yaml")]) == 2
+    assert "the TPT arm needs a generate section" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
     config = load_experiment(ROOT / "configs" / "experiment-cpu.yaml")  # the shipped CPU config is valid
     assert config.tokens % (4 * 256 * config.eval_points) == 0

@@ -37,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_experiment(args.experiment)
     out = Path(config.output)
     pipeline = load_config(config.pipeline)  # checks the pipeline config before anything is written
+    if not (config.generate or pipeline.generate):
+        raise ValueError(f"{config.pipeline}: the TPT arm needs a generate section (in the pipeline config or the experiment's)")
     split(config, pipeline, out)
     for arm in ARMS:
         run_pipeline(config, arm, out)
@@ -70,11 +72,9 @@ def run_pipeline(config: Any, arm: str, out: Path) -> None:
     raw = yaml.safe_load(Path(config.pipeline).read_text())
     raw["sources"] = [{**source, "path": str((out / "corpus" / f"{source['name']}.jsonl").resolve()), "format": "jsonl",
                        "text_field": "text", "id_field": "id"} for source in raw["sources"]]
-    raw.pop("generate", None)
+    generate = raw.pop("generate", None)
     if arm == "tpt":
-        raw["generate"] = config.generate or yaml.safe_load(Path(config.pipeline).read_text()).get("generate")
-        if not raw["generate"]:
-            raise ValueError(f"{config.pipeline}: the TPT arm needs a generate section (in the pipeline config or the experiment's)")
+        raw["generate"] = config.generate or generate
     raw["output"] = {**(raw.get("output") or {}), "dir": str(out / arm / "data")}
     text = yaml.safe_dump(raw, sort_keys=False)
     path = out / arm / "pipeline.yaml"
