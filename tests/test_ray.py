@@ -88,12 +88,19 @@ def test_a_run_on_ray_writes_what_a_local_run_writes(local_and_ray):
 
 
 def test_a_finished_run_on_ray_reruns_as_a_no_op(local_and_ray, teacher, cluster):
-    """datatrove's Ray executor honours the completion markers: no task runs again, nothing is asked or written."""
+    """datatrove's Ray executor honours the completion markers: no task runs again (none rewrites its stats or
+    log in the logging dir), nothing is asked or written."""
     _, config, first, _ = local_and_ray
-    shards = {p: p.stat().st_mtime_ns for p in Path(config.output.dir, OutputLayout.mds).glob("*/part-*/*.mds*")}
-    asked = teacher.stats()["requests"]
-    assert shards and execute(config, "datatrove", executor="ray", tasks=TASKS, address=cluster.address) == first
-    assert {p: p.stat().st_mtime_ns for p in Path(config.output.dir, OutputLayout.mds).glob("*/part-*/*.mds*")} == shards
+    out = Path(config.output.dir)
+
+    def written() -> dict[Path, int]:
+        files = [*out.glob(f"{OutputLayout.mds}/*/part-*/*.mds*"), *out.glob(".datatrove/logs/*/*/*")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    before, asked = written(), teacher.stats()["requests"]
+    assert len([p for p in before if p.parent.name == "stats"]) == 2 * TASKS + 1  # every task of the three jobs
+    assert execute(config, "datatrove", executor="ray", tasks=TASKS, address=cluster.address) == first
+    assert written() == before
     assert teacher.stats()["requests"] == asked
 
 
