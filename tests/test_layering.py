@@ -4,6 +4,7 @@ core (schema, config, io, stages, generate, classify, train, analysis) -> run ->
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -83,3 +84,13 @@ def test_an_engine_whose_extra_is_missing_is_refused_naming_the_extra(monkeypatc
     monkeypatch.delitem(sys.modules, beam.adapter, raising=False)
     with pytest.raises(ValueError, match=r"--engine beam runs on apache_beam, which is not installed: pip install 'tpt\[beam\]'"):
         beam.load()
+
+
+def test_a_run_without_a_teacher_never_imports_torch():
+    """Every worker process of a run imports the plan: torch (seconds per process) only where a stage needs it."""
+    code = ("import sys; from tests.conftest import DEMO_CONFIG; from tpt.config import load_config; "
+            "from tpt.run.plan import RunPlan; import tpt.pipelines.beam.pipeline, tpt.pipelines.datatrove.pipeline; "
+            "plan = RunPlan.build(load_config(DEMO_CONFIG).model_copy(update={'generate': None}), check=False); "
+            "[stage.setup() for stage in plan.stages]; print(sorted({'torch', 'transformers', 'streaming'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

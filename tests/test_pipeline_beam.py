@@ -8,7 +8,6 @@ import sys
 from collections import Counter
 
 import pytest
-import yaml
 from streaming import StreamingDataset, Stream
 from streaming.base.util import clean_stale_shared_memory
 from tokenizers import Tokenizer
@@ -88,7 +87,7 @@ def test_demo_manifest_matches_the_shards(demo_run):
 def test_streams_block_loads_in_streaming_with_proportions(demo_run):
     """Sample counts per source over an epoch follow the proportions of streams.yaml."""
     config, _ = demo_run
-    streams = yaml.safe_load(OutputLayout(config.output.dir).read_text(OutputLayout.streams))["streams"]
+    streams, _ = read_streams(config.output.dir)
     clean_stale_shared_memory()
     dataset = StreamingDataset(streams=[Stream(**s) for s in streams.values()], shuffle=True, shuffle_seed=1, batch_size=1, epoch_size=1000)
     counts = Counter(sample["source"] for sample in dataset)

@@ -182,3 +182,12 @@ def test_bad_input_read_from_urls_is_set_aside_as_from_local_files(gcs_bucket, t
     assert rejects(f"{url_in}/beam", f"{url_in}/in") == expected
     execute(config(f"{url_in}/in", f"{url_in}/datatrove"), "datatrove", tasks=2, workers=2)
     assert rejects(f"{url_in}/datatrove", f"{url_in}/in") == expected
+
+
+@pytest.mark.parametrize("data", [b"shard bytes\r", b"\r\n", b"\r", b""])
+def test_any_file_round_trips_through_the_local_cloud_storage_server(gcs_bucket, tmp_path, data):
+    """Compressed shards end in any byte: the server the URL tests run against must store each one exactly."""
+    layout = OutputLayout(f"{gcs_bucket}/bytes-{uuid.uuid4().hex[:8]}")
+    (tmp_path / "file").write_bytes(data)
+    layout.fs.put(str(tmp_path / "file"), layout.path("file"))
+    assert layout.fs.cat(layout.path("file")) == data

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from streaming.base.util import merge_index
 
 from tpt.config import PipelineConfig
+from tpt.io.mds import merge_indexes
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
 from tpt.io.publish import publish, staged
 from tpt.schema import SCHEMA_VERSION
@@ -64,26 +60,16 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Repo
 
 
 def merge_mds_indexes(layout: OutputLayout) -> None:
-    """OUT/mds/<source>/index.json: the shards of all the source's parts, merged by streaming's `merge_index`.
+    """OUT/mds/<source>/index.json: the shards of all the source's parts, each named by its part folder.
 
-    Rebuilt from the parts' own indexes every time, so repeating it is harmless. The part
-    indexes are copied to a local folder first (merge_index reads local files, and remote
-    ones only from the clouds it has clients for), so it works at any fsspec URL.
+    Rebuilt from the parts' own indexes every time, so repeating it is harmless; at any fsspec URL.
     """
     parts: dict[str, list[str]] = {}
     for name in layout.glob(f"{layout.mds}/*/part-*/index.json"):
         parts.setdefault(name.split("/")[1], []).append(name)
     for source, names in parts.items():
-        with tempfile.TemporaryDirectory(prefix="tpt-index-") as work:
-            copies = [os.path.join(work, *name.split("/")[2:]) for name in names]  # merge_index names shards by part folder
-            for copy, data in zip(copies, layout.read_many(names)):
-                os.makedirs(os.path.dirname(copy))
-                Path(copy).write_bytes(data)
-            merged = os.path.join(work, "merged")
-            os.mkdir(merged)
-            merge_index(copies, merged, keep_local=True)
-            with layout.staged_file(f"{layout.mds}/{source}/index.json") as target:
-                shutil.copyfile(os.path.join(merged, "index.json"), target)
+        indexes = [(name.split("/")[2], data) for name, data in zip(names, layout.read_many(names))]
+        layout.write_text(f"{layout.mds}/{source}/index.json", merge_indexes(indexes))
 
 
 def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter, published: OutputLayout) -> None:

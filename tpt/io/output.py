@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from streaming import MDSWriter
 
 from tpt.config import OutputConfig, parse_size
+from tpt.io.mds import ShardWriter
 from tpt.io.storage import Folder
 from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table
 
@@ -52,7 +52,7 @@ def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[R
     records = sorted(records, key=lambda r: r.id)
     columns = {name: MDS_TYPES[name] for name in fields}
     with layout.staged_folder(f"{layout.mds}/{source}/{part}") as directory:
-        with MDSWriter(out=directory, columns=columns, compression=output.compression, size_limit=parse_size(output.size_limit)) as writer:
+        with ShardWriter(directory, columns, output.compression, parse_size(output.size_limit)) as writer:
             for record in records:
                 writer.write(mds_sample(record, fields))
     layout.write_parquet(f"{layout.manifest_parts}/{source}/{part}.parquet", manifest_table(records))
