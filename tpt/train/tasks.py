@@ -177,7 +177,7 @@ def task_dataloaders(task: EvalTaskConfig, tokenizer: Any, max_seq_len: int) -> 
         context_ids, whole = encode(context), encode(f"{context} {problem['answer']}")
         target = whole[len(context_ids):]
         keep = max_seq_len - len(target)  # lm-eval keeps the tail: the target whole, the prompt cut from the left
-        scored.append((whole[:len(context_ids)][-keep:] if keep > 0 else [], target[-max_seq_len:]))
+        scored.append((context_ids[-keep:] if keep > 0 else [], target[-max_seq_len:]))  # lm-eval's pair: prompt, then the tail
     loaders = {"": DataSpec(_loader(scored, task.batch_size, lambda items: loglikelihood_batch(items, pad_id)),
                             get_num_samples_in_batch=lambda batch: len(batch["input_ids"]))}
     if task.generate:
