@@ -21,7 +21,7 @@ from tpt.classify.store import LabelStore
 from tpt.classify.taxonomy import AXES, load_taxonomy
 from tpt.cli import main as tpt
 from tpt.config import ClassifyConfig, GenerateConfig, load_config
-from tpt.generate.types import Completion, Request
+from tpt.generate.types import Backend, Completion, Request
 from tpt.schema import Record
 from tpt.stages.classify import Classify
 
@@ -71,26 +71,34 @@ def test_parse_answer_accepts_json_in_prose_and_refuses_everything_else(taxonomy
         parse_answer(answer("", "error"), taxonomy)
 
 
-class ScriptedFaultBackend:
-    """A fault injector: answers each request id from a script, to drive invalid answers into the labeller."""
+class ScriptedFaultBackend(Backend):
+    """A fault injector: answers each request id from a script the moment it is submitted, to drive invalid
+    answers into the labeller; it records the order requests reach it."""
 
     def __init__(self, script: dict[str, str]):
-        self.script, self.calls = script, []
+        self.script, self.sent = script, []
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
-        self.calls.append([r.id for r in requests])
-        return [Completion(r.id, self.script[r.id], "stop") for r in requests]
+    def submit(self, requests: list[Request], on_done) -> None:
+        for r in requests:
+            self.sent.append(r.id)
+            on_done(Completion(r.id, self.script[r.id], "stop", prompt_tokens=100, output_tokens=10))
 
 
-def test_an_invalid_answer_is_retried_once_then_recorded_as_failed(taxonomy):
+def test_an_invalid_answer_is_retried_once_in_the_window_then_recorded_as_failed(taxonomy):
+    """Labels stream: a retry goes out as soon as its bad first answer is back, beside the next documents'
+    requests, instead of waiting for a second round after every first answer. What a user relies on: every
+    document gets exactly one row, at most one retry each, and both attempts' tokens are counted."""
     good = '{"domain": "history", "audience": "general_public", "reasoning": "none"}'
     backend = ScriptedFaultBackend({"a": good, "b": "I think it is history.", "b#retry": good, "c": "no idea", "c#retry": "still no idea"})
     records = [Record(i, "web", f"document {i}") for i in "abc"]
-    rows = LLMLabeller(backend, taxonomy, GenerateConfig(model="m"), 100).label(records)
-    assert backend.calls == [["a", "b", "c"], ["b#retry", "c#retry"]]
-    assert [(r["id"], r["status"], r["domain"]) for r in rows] == [("a", "ok", "history"), ("b", "ok", "history"), ("c", "failed", None)]
-    assert "answer: no JSON object" in rows[2]["error"] and "retry: no JSON object" in rows[2]["error"]
-    assert rows[2]["answer"] == "still no idea" and rows[0]["annotator"] == "llm:m"
+    rows = list(LLMLabeller(backend, taxonomy, GenerateConfig(model="m", max_in_flight=2), 100).label(records))
+    assert backend.sent == ["a", "b", "b#retry", "c", "c#retry"]  # rounds would send a, b, c, b#retry, c#retry
+    by_id = {r["id"]: r for r in rows}
+    assert len(rows) == len(by_id) == 3
+    assert [(by_id[i]["status"], by_id[i]["domain"]) for i in "abc"] == [("ok", "history"), ("ok", "history"), ("failed", None)]
+    assert "answer: no JSON object" in by_id["c"]["error"] and "retry: no JSON object" in by_id["c"]["error"]
+    assert by_id["c"]["answer"] == "still no idea" and by_id["a"]["annotator"] == "llm:m"
+    assert [(by_id[i]["prompt_tokens"], by_id[i]["output_tokens"]) for i in "abc"] == [(100, 10), (200, 20), (200, 20)]
 
 
 def test_the_sample_is_reproducible_and_grows_by_inclusion(demo_config):
@@ -105,11 +113,11 @@ def test_the_sample_is_reproducible_and_grows_by_inclusion(demo_config):
 def test_a_line_cut_short_by_a_kill_is_relabelled_never_duplicated(tmp_path, taxonomy):
     records = [Record(row["id"], "demo", row["text"]) for row in demo_rows(per_file=2)]
     labeller = BootstrapLabeller(taxonomy)
-    label_sample(records[:4], labeller, tmp_path, batch_size=2)
+    label_sample(records[:4], labeller, tmp_path)
     store = tmp_path / "labels.jsonl"
     with open(store, "a") as stream:
         stream.write('{"id": "' + records[4].id + '", "sour')  # what a SIGKILL mid-write leaves
-    counts = label_sample(records, labeller, tmp_path, batch_size=2)
+    counts = label_sample(records, labeller, tmp_path)
     ids = [json.loads(line)["id"] for line in store.read_text().splitlines()]
     assert counts["labelled_now"] == 2 and counts["ok"] == 6
     assert sorted(ids) == sorted(r.id for r in records)

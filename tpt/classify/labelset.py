@@ -29,6 +29,8 @@ LABEL_SCHEMA = pa.schema([
     pa.field("error", pa.string()),
     pa.field("annotator", pa.string()),  # "bootstrap", or the labelling model
     pa.field("answer", pa.string()),  # the raw LLM answer, or the bootstrap features as JSON: the evidence for the labels
+    pa.field("prompt_tokens", pa.int64()),  # what the labelling cost, both attempts of a retried answer (0: not counted)
+    pa.field("output_tokens", pa.int64()),
 ])
 
 
@@ -39,12 +41,14 @@ class LabelledDoc:
     labels: dict[str, str]  # axis -> label
 
 
-def label_row(record: Record, annotator: str, labels: dict[str, str] | None, answer: str = "", error: str | None = None) -> dict[str, Any]:
+def label_row(record: Record, annotator: str, labels: dict[str, str] | None, answer: str = "", error: str | None = None,
+              prompt_tokens: int = 0, output_tokens: int = 0) -> dict[str, Any]:
     """One labels-file row: status "ok" with a label per axis, or "failed" with the error."""
     labels = labels or {}
     return {
         "id": record.id, "source": record.source, "text": record.text, **{axis: labels.get(axis) for axis in AXES},
         "status": FAILED if error else OK, "error": error, "annotator": annotator, "answer": answer,
+        "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
     }
 
 

@@ -1,21 +1,25 @@
 """LLM labelling: a structured prompt built from the taxonomy, a JSON answer checked against it.
 
-An answer that is not JSON, lacks an axis or names a label outside the
-taxonomy is asked for once more (the model sees its answer and what was wrong
-with it); a second bad answer is recorded as failed with both reasons, never
-replaced by a default label.
+Documents stream through one window of requests in flight (`tpt.generate.window`,
+the think stage's), so a continuous-batching server never waits for a round
+to finish. An answer that is not JSON, lacks an axis or names a label outside
+the taxonomy is asked for once more in the same window (the model sees its
+answer and what was wrong with it); a second bad answer is recorded as failed
+with both reasons, never replaced by a default label.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from tpt.classify.labelset import label_row
 from tpt.classify.taxonomy import AXES, Taxonomy
 from tpt.config import GenerateConfig
 from tpt.generate.types import Backend, Completion, Request
+from tpt.generate.window import Window
 from tpt.schema import Record
 
 SYSTEM = "You classify documents for a language-model pre-training corpus. You answer with one JSON object and nothing else."
@@ -77,11 +81,21 @@ def _first_object(text: str) -> dict[str, Any] | None:
     return None
 
 
+class Attempt(NamedTuple):
+    """A request in the window: the record it labels, and the first answer and its fault when it is the retry."""
+
+    record: Record
+    first: Completion | None = None
+    error: AnswerError | None = None
+
+
 class LLMLabeller:
-    """Labels documents with a generation backend; one retry per invalid answer."""
+    """Labels documents through a window of `generate.max_in_flight` requests on a backend, so a continuous-batching
+    server always has the next document queued; an invalid answer is retried once, in the same window."""
 
     def __init__(self, backend: Backend, taxonomy: Taxonomy, generate: GenerateConfig, max_chars: int):
         self.backend, self.taxonomy, self.max_chars = backend, taxonomy, max_chars
+        self.window_size = generate.max_in_flight
         self.annotator = f"llm:{generate.model}"
 
     def _messages(self, record: Record) -> tuple[dict[str, str], ...]:
@@ -92,22 +106,34 @@ class LLMLabeller:
             {"role": "user", "content": label_prompt(self.taxonomy, record.text[:self.max_chars])},
         )
 
-    def label(self, batch: list[Record]) -> list[dict[str, Any]]:
-        first = self.backend.generate([Request(record.id, messages=self._messages(record)) for record in batch])
-        rows, retries = {}, []
-        for record, completion in zip(batch, first):
+    def _retry(self, attempt: Attempt) -> Request:
+        return Request(f"{attempt.record.id}#retry", messages=(
+            *self._messages(attempt.record), {"role": "assistant", "content": attempt.first.text},
+            {"role": "user", "content": RETRY.format(error=attempt.error, axes=", ".join(AXES))}))
+
+    def label(self, records: Iterable[Record]) -> Iterator[dict[str, Any]]:
+        """One labels-file row per record, each the moment its answer settles it (in the order they finish)."""
+        window = Window(self.backend, self.window_size)
+        for record in records:
+            yield from self._settle(window, window.finished())
+            while window.room <= 0:
+                yield from self._settle(window, window.finished(wait=True))
+            window.submit([(Attempt(record), Request(record.id, messages=self._messages(record)))])
+        while window.in_flight:
+            yield from self._settle(window, window.finished(wait=True))
+
+    def _settle(self, window: Window, finished: list[tuple[Attempt, Completion]]) -> Iterator[dict[str, Any]]:
+        """The rows of the finished answers; a first invalid answer goes back into the window as its retry."""
+        for attempt, completion in finished:
             try:
-                rows[record.id] = label_row(record, self.annotator, parse_answer(completion, self.taxonomy), answer=completion.text)
-            except AnswerError as error:
-                retries.append((record, completion, error))
-        again = self.backend.generate([
-            Request(f"{record.id}#retry", messages=(*self._messages(record), {"role": "assistant", "content": completion.text},
-                                                   {"role": "user", "content": RETRY.format(error=error, axes=", ".join(AXES))}))
-            for record, completion, error in retries
-        ]) if retries else []
-        for (record, _, error), completion in zip(retries, again):
-            try:
-                rows[record.id] = label_row(record, self.annotator, parse_answer(completion, self.taxonomy), answer=completion.text)
-            except AnswerError as second:
-                rows[record.id] = label_row(record, self.annotator, None, answer=completion.text, error=f"answer: {error}; retry: {second}")
-        return [rows[record.id] for record in batch]
+                labels, error = parse_answer(completion, self.taxonomy), None
+            except AnswerError as fault:
+                labels, error = None, fault
+            if error is not None and attempt.first is None:
+                retry = Attempt(attempt.record, completion, error)
+                window.submit([(retry, self._retry(retry))])
+                continue
+            spent = [completion] if attempt.first is None else [attempt.first, completion]  # the cost of both attempts
+            yield label_row(attempt.record, self.annotator, labels, answer=completion.text,
+                            error=None if error is None else f"answer: {attempt.error}; retry: {error}",
+                            prompt_tokens=sum(c.prompt_tokens for c in spent), output_tokens=sum(c.output_tokens for c in spent))

@@ -1,10 +1,11 @@
 """Label a reproducible sample of a config's documents with domain / audience / reasoning intensity.
 
 The LLM labeller asks the config's `generate:` backend for a JSON answer per
-document (validated against the taxonomy; an invalid answer is retried once,
-then recorded as failed). The bootstrap labeller applies tpt's transparent
-rules instead (a first look without a teacher). Resumable: rerun the same command
-and finished documents are skipped. Writes OUTPUT/labels.parquet for
+document, keeping `generate.max_in_flight` requests in flight (validated
+against the taxonomy; an invalid answer is retried once, then recorded as
+failed). The bootstrap labeller applies tpt's transparent
+rules instead (a first look without a teacher). Each label is stored the moment it comes:
+rerun the same command and finished documents are skipped. Writes OUTPUT/labels.parquet for
 `tpt classifiers train`.
 """
 
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: the llm labeller needs a generate: section (the backend that answers)")
     records = sample_documents(config, args.sample, args.seed)
     if args.labeller == "bootstrap":
-        counts = label_sample(records, BootstrapLabeller(taxonomy), args.output, batch_size=256)
+        counts = label_sample(records, BootstrapLabeller(taxonomy), args.output)
     else:
         from tpt.classify.llm import LLMLabeller
         from tpt.generate.backends import build_backend
@@ -45,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         backend.setup()
         try:
             labeller = LLMLabeller(backend, taxonomy, generate, classify.label_max_chars)
-            counts = label_sample(records, labeller, args.output, generate.max_in_flight)  # one window per batch
+            counts = label_sample(records, labeller, args.output)
         finally:
             backend.close()
     print(json.dumps(counts, indent=2))
