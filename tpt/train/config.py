@@ -50,8 +50,8 @@ class DatasetConfig(Section):
     shuffle_seed: int | None = None  # None: the run's seed
     shuffle_algo: str = "py1e"
     shuffle_block_size: int | None = None
-    # Packed sequences drawn at random from a window this big (0: in order), so a batch is not
-    # mostly consecutive pieces of one long document.
+    # Packed sequences shuffled in blocks this big (0: in order), so a batch is not mostly consecutive
+    # pieces of one long document; a resume re-reads one block per loader worker.
     shuffle_buffer: int = Field(default=0, ge=0)
     num_canonical_nodes: int | None = None
     epoch_size: int | str | None = None  # samples per epoch when the streams are weighted by proportion
