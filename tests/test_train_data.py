@@ -170,6 +170,17 @@ def test_resume_late_in_the_epoch_rereads_one_block_not_the_epoch(streams_file, 
         assert 0 < CountingStream.tokenized < 40, CountingStream.tokenized  # one block: 8 sequences of 256 tokens
 
 
+def test_a_checkpoint_the_loader_cannot_continue_exactly_is_refused(streams_file, tokenizer):
+    dataset, batches_of = loader(streams_file, tokenizer, 0)
+    next(batches_of)
+    state = dataset.state_dict(4, True)
+    del batches_of
+    with pytest.raises(ValueError, match=r"written by 1 devices x 1 loader workers x 4 sequences per device batch; this run has 1 x 2 x 4"):
+        PackedSequences(dataset.documents, 256, 4, shuffle_buffer=16, seed=17, num_workers=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="no loader positions .* an older tpt"):
+        dataset.load_state_dict({"documents": state["documents"], "sequences": 4})
+
+
 def test_overrides_keep_yaml_types():
     raw = {"train_loader": {"dataset": {}}}
     apply_override(raw, "train_loader.dataset.shuffle=false")
