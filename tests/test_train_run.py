@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from composer.loggers import InMemoryLogger
 from streaming import StreamingDataset
 
 from tpt import cli
+from tpt.io.output import OutputLayout
 from tpt.train.config import load_train_config
 from tpt.train.data import build_streams
 from tpt.train.sample_log import read_sample_log
@@ -124,6 +126,16 @@ def test_a_run_folder_moved_elsewhere_trains_on_the_same_samples(demo_run, unint
     assert remote == {name: {"remote": f"gs://bucket/runs/demo/mds/{name}", "proportion": s["proportion"]} for name, s in streams.items()}
     trained, expected = ids_seen(tmp_path, demo_run), ids_seen(uninterrupted[0], demo_run)
     assert sorted(trained) == [0, 1, 2] and trained == {batch: expected[batch] for batch in trained}
+
+
+def test_streams_of_a_url_output_read_under_its_url_and_a_missing_file_is_one_line(tmp_path, capsys):
+    url = f"memory://streams-{uuid.uuid4().hex}/run"
+    layout = OutputLayout(url)
+    layout.write_text(layout.streams, yaml.safe_dump({"streams": {"web": {"local": "mds/web", "proportion": 1.0}}}))
+    assert cli.main(["streams", url]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"streams": {"web": {"remote": f"{url}/mds/web", "proportion": 1.0}}}
+    assert cli.main(["streams", str(tmp_path)]) == 2
+    assert f"{tmp_path}/streams.yaml: no streams file" in capsys.readouterr().err
 
 
 def test_a_streams_file_with_absolute_paths_still_trains(demo_run, tmp_path):
