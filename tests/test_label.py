@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, write_jsonl
+from tests.test_generate_openai import transformers_server  # noqa: F401 (the real server fixture)
 from tpt.classify.labelling import BootstrapLabeller, label_sample
 from tpt.classify.llm import LLMLabeller, parse_answer
 from tpt.classify.sample import sample_documents
@@ -186,3 +187,41 @@ def test_label_train_predict_with_the_embedded_teacher_killed_and_resumed(tmp_pa
     assert all(getattr(r, axis) in taxonomy[axis].labels for r in labelled for axis in AXES)
     assert tpt(["classifiers", "eval", str(out / "labels.parquet"), "--config", str(config), "--output", str(tmp_path / "eval.json")]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["domain"]["documents"] == counts["ok"]
+
+
+@pytest.mark.slow
+def test_label_through_a_real_server_then_distil_into_fasttext(transformers_server, tmp_path):  # noqa: F811 (the imported fixture)
+    """`tpt label` against `transformers serve` (a real OpenAI-compatible server with the embedded teacher) through
+    the window, a rerun that labels nothing, then `tpt classifiers train` on its labels and `eval` reading the models back."""
+    (tmp_path / "taxonomy.yaml").write_text(TINY_TAXONOMY)
+    rows = demo_rows(per_file=2)[:4]
+    write_jsonl(tmp_path / "docs.jsonl", rows)
+    models = tmp_path / "models"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "sources": [{"name": "demo", "path": "docs.jsonl"}],
+        # transformers serve stops generating when given stop strings: none are sent (see test_generate_openai)
+        "generate": {"backend": "openai", "openai": {"base_urls": [transformers_server]}, "model": "embedded", "temperature": 0,
+                     "stop": [], "chat": True, "max_in_flight": 2},
+        "classify": {
+            "taxonomy": str(tmp_path / "taxonomy.yaml"), "label_max_chars": 300, "label_max_new_tokens": 32,
+            "models": {axis: str(models) for axis in AXES},
+            "fasttext": {"dim": 8, "epoch": 5, "bucket": 10_000, "cutoff": 1_000, "validation": 0.2},
+        },
+    }))
+    out = tmp_path / "labels"
+    label = ["label", str(config), "--sample", str(len(rows)), "--output", str(out)]
+    assert tpt(label) == 0
+    stored = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert sorted(row["id"] for row in stored) == sorted(row["id"] for row in rows)  # every document once
+    ok = sum(row["status"] == "ok" for row in stored)
+    assert ok >= 2, [row["error"] for row in stored]
+    assert all(row["annotator"] == "llm:embedded" and row["answer"] for row in stored)
+    assert tpt(label) == 0 and (out / "labels.jsonl").read_text().count("\n") == len(rows)  # a rerun asks nothing
+
+    assert tpt(["classifiers", "train", str(out / "labels.parquet"), "--output", str(models), "--config", str(config)]) == 0
+    metrics = json.loads((models / "metrics.json").read_text())
+    assert all((models / metrics["axes"][axis]["model"]).is_file() for axis in AXES)
+    assert tpt(["classifiers", "eval", str(out / "labels.parquet"), "--config", str(config), "--output", str(tmp_path / "eval.json")]) == 0
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert all(evaluation[axis]["documents"] == ok for axis in AXES)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any, NamedTuple
 
 from tpt.classify.labelset import label_row
@@ -98,6 +99,16 @@ class LLMLabeller:
         self.window_size = generate.max_in_flight
         self.annotator = f"llm:{generate.model}"
 
+    def request(self, record: Record) -> Request:
+        """The first question about a record."""
+        return Request(record.id, messages=self._messages(record))
+
+    def retry(self, attempt: Attempt) -> Request:
+        """The question again, after the record's invalid first answer and what was wrong with it."""
+        return Request(f"{attempt.record.id}#retry", messages=(
+            *self._messages(attempt.record), {"role": "assistant", "content": attempt.first.text},
+            {"role": "user", "content": RETRY.format(error=attempt.error, axes=", ".join(AXES))}))
+
     def _messages(self, record: Record) -> tuple[dict[str, str], ...]:
         return (
             {"role": "system", "content": SYSTEM},
@@ -106,24 +117,18 @@ class LLMLabeller:
             {"role": "user", "content": label_prompt(self.taxonomy, record.text[:self.max_chars])},
         )
 
-    def _retry(self, attempt: Attempt) -> Request:
-        return Request(f"{attempt.record.id}#retry", messages=(
-            *self._messages(attempt.record), {"role": "assistant", "content": attempt.first.text},
-            {"role": "user", "content": RETRY.format(error=attempt.error, axes=", ".join(AXES))}))
-
     def label(self, records: Iterable[Record]) -> Iterator[dict[str, Any]]:
         """One labels-file row per record, each the moment its answer settles it (in the order they finish)."""
-        window = Window(self.backend, self.window_size)
-        for record in records:
-            yield from self._settle(window, window.finished())
-            while window.room <= 0:
-                yield from self._settle(window, window.finished(wait=True))
-            window.submit([(Attempt(record), Request(record.id, messages=self._messages(record)))])
-        while window.in_flight:
+        window, records = Window(self.backend, self.window_size), iter(records)
+        while True:  # refill the window's room in one submit (one wake-up of the backend), then take what finished
+            window.submit([(Attempt(record), self.request(record)) for record in islice(records, max(window.room, 0))])
+            if not window.in_flight:
+                return
             yield from self._settle(window, window.finished(wait=True))
 
     def _settle(self, window: Window, finished: list[tuple[Attempt, Completion]]) -> Iterator[dict[str, Any]]:
-        """The rows of the finished answers; a first invalid answer goes back into the window as its retry."""
+        """The rows of the finished answers; first invalid answers go back into the window as their retries."""
+        retries = []
         for attempt, completion in finished:
             try:
                 labels, error = parse_answer(completion, self.taxonomy), None
@@ -131,9 +136,10 @@ class LLMLabeller:
                 labels, error = None, fault
             if error is not None and attempt.first is None:
                 retry = Attempt(attempt.record, completion, error)
-                window.submit([(retry, self._retry(retry))])
+                retries.append((retry, self.retry(retry)))
                 continue
             spent = [completion] if attempt.first is None else [attempt.first, completion]  # the cost of both attempts
             yield label_row(attempt.record, self.annotator, labels, answer=completion.text,
                             error=None if error is None else f"answer: {attempt.error}; retry: {error}",
                             prompt_tokens=sum(c.prompt_tokens for c in spent), output_tokens=sum(c.output_tokens for c in spent))
+        window.submit(retries)
