@@ -27,6 +27,7 @@ from benchmarks.soak import settled_requests
 from tests.conftest import ROOT, write_jsonl
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
+from tpt.cli import main as cli
 from tpt.config import load_config
 from tpt.generate.store import read_entries
 from tpt.io.output import OutputLayout
@@ -104,8 +105,9 @@ def test_a_finished_run_on_ray_reruns_as_a_no_op(local_and_ray, teacher, cluster
     assert teacher.stats()["requests"] == asked
 
 
-def test_bad_input_is_set_aside_on_ray_as_on_the_local_executor(cluster, tmp_path):
-    """Every reject class of the reader, a content-hash id, duplicates within and across sources, a truncation."""
+def test_bad_input_is_set_aside_on_ray_as_on_the_local_executor(cluster, tmp_path, capsys):
+    """Every reject class of the reader, a content-hash id, duplicates within and across sources, a truncation;
+    the Ray run through the command line, `--address` and all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -125,12 +127,19 @@ def test_bad_input_is_set_aside_on_ray_as_on_the_local_executor(cluster, tmp_pat
     config = load_config(tmp_path / "config.yaml")
     local, on_ray = config.with_output_dir(str(tmp_path / "local")), config.with_output_dir(str(tmp_path / "ray"))
     execute(local, "datatrove", tasks=TASKS, workers=2)
-    summary = execute(on_ray, "datatrove", executor="ray", tasks=TASKS, address=cluster.address)
+    ray_args = ["--engine", "datatrove", "--executor", "ray", "--address", cluster.address, "--tasks", str(TASKS)]
+    assert cli(["run", str(tmp_path / "config.yaml"), "--output", on_ray.output.dir, *ray_args]) == 0
+    assert "tpt run finished" in capsys.readouterr().out
+    summary = OutputLayout(on_ray.output.dir).read_json(OutputLayout.summary)
     assert summary["stages"]["read"]["rejected"] == {
         "empty_text": 1, "invalid_utf8": 2, "malformed_json": 2, "missing_text": 1, "nul_bytes": 1, "too_large": 1}
     assert summary["stages"]["deduplicate"]["rejected"] == {"duplicate_id": 2}
     assert outputs(on_ray.output.dir) == outputs(local.output.dir)
     assert published_bytes(on_ray.output.dir) == published_bytes(local.output.dir)
+
+    local_args = ["--engine", "datatrove", "--address", cluster.address]  # an address, but the local executor
+    assert cli(["run", str(tmp_path / "config.yaml"), "--output", str(tmp_path / "other"), *local_args]) == 2
+    assert "--address names a Ray cluster: use it with --executor ray, not local" in capsys.readouterr().err
 
 
 def node_processes(node) -> list[psutil.Process]:
