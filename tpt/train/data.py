@@ -237,9 +237,8 @@ class PackedSequences(IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "positions" not in state:
-            raise ValueError("the checkpoint's data state has no loader positions (it was written by an older tpt that "
-                             "replayed the epoch on resume); resume it with that version, or start from it with load_path "
-                             "and a fresh epoch")
+            raise ValueError("the checkpoint's data state has no loader positions: it was written by an older tpt, "
+                             "which replayed the epoch on resume; resume it with that version")
         shape = (len(state["positions"]), len(state["positions"][0]), state["device_batch_size"])
         if shape != (dist.get_world_size(), self.num_workers, self.device_batch_size):
             raise ValueError(f"the checkpoint was written by {shape[0]} devices x {shape[1]} loader workers x {shape[2]} "
