@@ -177,7 +177,7 @@ def test_a_checkpoint_the_loader_cannot_continue_exactly_is_refused(streams_file
     del batches_of
     with pytest.raises(ValueError, match=r"written by 1 devices x 1 loader workers x 4 sequences per device batch; this run has 1 x 2 x 4"):
         PackedSequences(dataset.documents, 256, 4, shuffle_buffer=16, seed=17, num_workers=2).load_state_dict(state)
-    with pytest.raises(ValueError, match="no loader positions .* an older tpt"):
+    with pytest.raises(ValueError, match="no loader positions: it was written by an older tpt"):
         dataset.load_state_dict({"documents": state["documents"], "sequences": 4})
 
 
