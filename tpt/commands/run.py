@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     datatrove.add_argument("--tasks", type=int,
                            help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
     datatrove.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
-    datatrove.add_argument("--address", help="datatrove on Ray: the cluster's address (default: RAY_ADDRESS, else a local cluster for the run)")
+    datatrove.add_argument("--address",
+                           help="datatrove on Ray: the cluster's address (default: RAY_ADDRESS, else a local cluster for the run)")
 
 
 def main(args: argparse.Namespace) -> int:
