@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tpt.assets import resolve_model_path
 from tpt.config import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +65,29 @@ def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, di
     return config, execute(config, workers=2)
 
 
+@pytest.fixture(scope="session")
+def transformers_server():
+    """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--force_model", str(resolve_model_path("embedded")),
+               "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, "transformers serve exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "transformers serve did not answer /health in 120 s"
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/v1"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _read_data_keeping_trailing_bytes(read_data):
     """The emulator's request-body reader, mended for multipart uploads (gcsfs's for files under 5 MB).
 
@@ -97,8 +128,6 @@ def gcs_bucket() -> str:
     server, and its address goes through the environment, so every one of them reaches it.
     """
     import logging
-    import os
-    import socket
 
     import gcp_storage_emulator as emulator
     from gcp_storage_emulator.server import create_server

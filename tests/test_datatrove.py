@@ -114,23 +114,32 @@ def test_a_finished_run_reruns_as_a_no_op_and_a_changed_config_starts_over(beam_
     assert fewer_tasks["sources"] == first["sources"] and fewer_tasks["totals"] == first["totals"]
 
 
-def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tmp_path):
-    """Every reject class of the reader, a content-hash id, duplicates within and across sources, a truncation, thinking."""
-    write_jsonl(tmp_path / "a.jsonl", [
+BAD_CORPUS_CONFIG = ("sources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.parquet, weight: 3}\n"
+                     "truncate: {max_doc_tokens: 64, max_doc_bytes: 1500}\noutput: {parts: 3}\n")
+
+
+def write_bad_corpus(folder: Path) -> None:
+    """Every reject class of the reader, a content-hash id, duplicates within and across sources, truncations:
+    a.jsonl and b.parquet in `folder`, read by BAD_CORPUS_CONFIG."""
+    write_jsonl(folder / "a.jsonl", [
         {"id": "a1", "text": "Alpha document one."}, {"text": "No id here: named by a content hash."},
         '{"id": "cut", "text": ', json.dumps([1, 2]), {"id": "m", "body": "no text field"}, {"id": "e", "text": "   "},
         {"id": "n", "text": "nul\u0000inside"}, {"id": "s", "text": "lone \ud800 surrogate"},
         {"id": "dup", "text": "the copy of source a"}, {"id": "long", "text": "word " * 250}, {"id": "huge", "text": "word " * 400},
     ])
-    with open(tmp_path / "a.jsonl", "ab") as stream:
+    with open(folder / "a.jsonl", "ab") as stream:
         stream.write(b'{"id": "u", "text": "caf\xe9"}\n')
     pq.write_table(pa.table({"id": ["dup", "b1", "b1", None], "text": ["the copy of source b", "beta", "beta again", "gamma"]}),
-                   tmp_path / "b.parquet")
+                   folder / "b.parquet")
+
+
+def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tmp_path):
+    """The bad corpus with thinking, on both engines."""
+    write_bad_corpus(tmp_path)
     (tmp_path / "config.yaml").write_text(
-        "sources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.parquet, weight: 3}\n"
-        "truncate: {max_doc_tokens: 64, max_doc_bytes: 1500}\noutput: {parts: 3}\n"
+        BAD_CORPUS_CONFIG
         # thinking, deterministic: greedy, one sequence per generate call (no padding), a few tokens
-        "generate: {temperature: 0.0, max_new_tokens: 4, micro_batch_size: 1}\n"
+        + "generate: {temperature: 0.0, max_new_tokens: 4, transformers: {micro_batch_size: 1}}\n"
     )
     from tpt.run import execute
 

@@ -6,20 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from tpt.assets import resolve_model_path
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
@@ -35,27 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def transformers_server():
-    """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--force_model", str(resolve_model_path("embedded")),
-               "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, "transformers serve exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "transformers serve did not answer /health in 120 s"
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/v1"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def generate(config: GenerateConfig, requests: list[Request]):
@@ -90,12 +62,18 @@ def test_think_stage_over_a_real_server(transformers_server, tmp_path):
 
 
 class FaultInjectionServer:
-    """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`."""
+    """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`.
+
+    A "slow" request is answered only once SLOW_AFTER others have been, whatever the machine's load.
+    """
+
+    SLOW_AFTER = 10
 
     def __init__(self, script: list[str], delay: float = 0.0, default: str = "ok", models_status: int = 200):
         self.script, self.delay, self.default = list(script), delay, default
         self.requests: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
+        self.in_flight = self.max_in_flight = self.answered = 0
+        self._others_answered = asyncio.Event()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
@@ -129,7 +107,9 @@ class FaultInjectionServer:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.delay * (10 if action == "slow" else 1))
+            await asyncio.sleep(self.delay)
+            if action == "slow":
+                await self._others_answered.wait()
             if action == "timeout":  # answer only when the server closes, long after the client's timeout
                 await self._closing.wait()
             if action == "disconnect":
@@ -166,6 +146,9 @@ class FaultInjectionServer:
             return web.json_response({"choices": [{"message": {"content": text}, "finish_reason": "length"}]})
         finally:
             self.in_flight -= 1
+            self.answered += action != "slow"
+            if self.answered >= self.SLOW_AFTER:
+                self._others_answered.set()
 
     async def _stream(self, request: web.Request, choices: list[dict]) -> web.StreamResponse:
         """A server-sent-events answer: one `data:` event per chunk, written apart, then usage and `[DONE]`."""

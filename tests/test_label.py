@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, write_jsonl
-from tests.test_generate_openai import transformers_server  # noqa: F401 (the real server fixture)
 from tpt.classify.labelling import BootstrapLabeller, label_sample
 from tpt.classify.llm import LLMLabeller, parse_answer
 from tpt.classify.sample import sample_documents
@@ -190,7 +189,7 @@ def test_label_train_predict_with_the_embedded_teacher_killed_and_resumed(tmp_pa
 
 
 @pytest.mark.slow
-def test_label_through_a_real_server_then_distil_into_fasttext(transformers_server, tmp_path):  # noqa: F811 (the imported fixture)
+def test_label_through_a_real_server_then_distil_into_fasttext(transformers_server, tmp_path):
     """`tpt label` against `transformers serve` (a real OpenAI-compatible server with the embedded teacher) through
     the window, a rerun that labels nothing, then `tpt classifiers train` on its labels and `eval` reading the models back."""
     (tmp_path / "taxonomy.yaml").write_text(TINY_TAXONOMY)

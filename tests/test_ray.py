@@ -108,22 +108,10 @@ def test_a_finished_run_on_ray_reruns_as_a_no_op(local_and_ray, teacher, cluster
 def test_bad_input_is_set_aside_on_ray_as_on_the_local_executor(cluster, tmp_path, capsys):
     """Every reject class of the reader, a content-hash id, duplicates within and across sources, a truncation;
     the Ray run through the command line, `--address` and all."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from tests.test_datatrove import BAD_CORPUS_CONFIG, write_bad_corpus
 
-    write_jsonl(tmp_path / "a.jsonl", [
-        {"id": "a1", "text": "Alpha document one."}, {"text": "No id here: named by a content hash."},
-        '{"id": "cut", "text": ', json.dumps([1, 2]), {"id": "m", "body": "no text field"}, {"id": "e", "text": "   "},
-        {"id": "n", "text": "nul\u0000inside"}, {"id": "s", "text": "lone \ud800 surrogate"},
-        {"id": "dup", "text": "the copy of source a"}, {"id": "long", "text": "word " * 250}, {"id": "huge", "text": "word " * 400},
-    ])
-    with open(tmp_path / "a.jsonl", "ab") as stream:
-        stream.write(b'{"id": "u", "text": "caf\xe9"}\n')
-    pq.write_table(pa.table({"id": ["dup", "b1", "b1", None], "text": ["the copy of source b", "beta", "beta again", "gamma"]}),
-                   tmp_path / "b.parquet")
-    (tmp_path / "config.yaml").write_text(
-        "sources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.parquet, weight: 3}\n"
-        "truncate: {max_doc_tokens: 64, max_doc_bytes: 1500}\noutput: {parts: 3}\n")
+    write_bad_corpus(tmp_path)
+    (tmp_path / "config.yaml").write_text(BAD_CORPUS_CONFIG)
     config = load_config(tmp_path / "config.yaml")
     local, on_ray = config.with_output_dir(str(tmp_path / "local")), config.with_output_dir(str(tmp_path / "ray"))
     execute(local, "datatrove", tasks=TASKS, workers=2)

@@ -12,7 +12,7 @@ from tpt.stages.think import Think
 
 
 def test_the_window_stays_full_and_samples_leave_in_the_order_they_finish(fault_server, tmp_path):  # noqa: F811  (the fixture)
-    server = fault_server(["slow"], delay=0.05)  # the first request takes 10 times as long as the others
+    server = fault_server(["slow"], delay=0.05)  # the first request is answered only after 10 others
     stage = Think(fault_config(server.url, chat=True, max_in_flight=8), "embedded", str(tmp_path))
     stream = stage.stream(Progress("think"))
     out = []
