@@ -26,7 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streaming import MDSWriter  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from benchmarks.corpus import write_corpus  # noqa: E402
@@ -56,6 +55,9 @@ def run_tpt(corpus: Path, out: Path) -> int:
 
 
 def run_bare(corpus: Path, out: Path) -> int:
+    # Imported here: streaming imports torch, and bench_engines' datatrove workers re-import this module.
+    from streaming import MDSWriter
+
     encoder = Tokenizer.from_file(str(tokenizer_file("embedded")))
     columns = {"id": "str", "source": "str", "text": "str", "doc_tokens": "int32", "kept_tokens": "int32", "truncated": "uint8"}
     rows = [json.loads(line) for line in corpus.open(encoding="utf-8")]
