@@ -148,17 +148,18 @@ def main() -> None:
     records = [Record(f"doc-{i}", "bench", t) for i, t in enumerate(texts)]
     builder = PromptBuilder(load_template("default"), chat=True)
     prompts = [list(builder.request(r.id, r.text).messages) for r in records]
-    common = dict(max_new_tokens=args.max_new_tokens, max_in_flight=len(records), chat=True, cpu_threads=os.cpu_count() or 1)
+    common = dict(max_new_tokens=args.max_new_tokens, max_in_flight=len(records), chat=True)
     server = None
     if args.backend == "transformers":
-        config = GenerateConfig(micro_batch_size=args.micro_batch, **common)
+        config = GenerateConfig(transformers={"micro_batch_size": args.micro_batch, "cpu_threads": os.cpu_count() or 1}, **common)
         bare, bare_tokens = bare_transformers_rate(config, prompts, [r.id for r in records])
     else:
         url = args.base_url
         if url is None:
             server, url = start_server()
         # transformers serve (4.57) breaks on stop strings; other servers get the paper's </think>
-        config = GenerateConfig(backend="openai", base_urls=[url], model=args.model, stop=[] if server else ["</think>"], **common)
+        config = GenerateConfig(backend="openai", openai={"base_urls": [url]}, model=args.model,
+                                stop=[] if server else ["</think>"], **common)
         bare, bare_tokens = bare_http_rate(config, prompts)
     try:
         ours, our_tokens = stage_rate(config, records)

@@ -140,7 +140,7 @@ def tpt_run(corpus: Path, work: Path, engine: str, workers: int, urls: list[str]
     """`tpt run` as a user starts it, on a config that names the servers; its log goes to WORK/run.log."""
     work.mkdir()
     config = {"sources": [{"name": "fleet", "path": str(corpus)}], "truncate": {"max_doc_tokens": MAX_DOC_TOKENS},
-              "generate": {**GENERATE, "base_urls": urls}}
+              "generate": {**GENERATE, "openai": {"base_urls": urls}}}
     (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     command = [sys.executable, "-m", "tpt.cli", "run", str(work / "config.yaml"), "--output", str(work / "out"), "--workers", str(workers),
                *(["--engine", "datatrove"] if engine == "datatrove" else [])]
@@ -277,7 +277,7 @@ def think_all(stage: Think, records: list[Record]) -> None:
 def stage_rate(url: str, records: list[Record]) -> tuple[int, float, float]:
     """(output tokens, wall seconds, CPU seconds of this process's threads) of tpt's think stage over `records`, set-up excluded."""
     with tempfile.TemporaryDirectory() as out:
-        stage = Think(SETTINGS.model_copy(update={"base_urls": [url]}), "embedded", out)
+        stage = Think(GenerateConfig(**GENERATE, openai={"base_urls": [url]}), "embedded", out)
         stage.setup()
         started, cpu = time.perf_counter(), time.process_time()
         think_all(stage, records)

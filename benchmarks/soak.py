@@ -154,8 +154,8 @@ def write_config(soak: Soak) -> None:
     url = f"http://127.0.0.1:{soak.port}/v1"
     soak.config.write_text(
         "sources: [{name: web, path: docs.jsonl}]\ntruncate: {max_doc_tokens: 64}\noutput: {parts: 2}\n"
-        f"generate: {{backend: openai, model: teacher, base_urls: [{url}], chat: true, samples_per_document: {SAMPLES}, "
-        f"max_new_tokens: {MAX_NEW_TOKENS}, max_in_flight: {MAX_IN_FLIGHT}, flush_every_docs: 1}}\n")
+        f"generate: {{backend: openai, model: teacher, openai: {{base_urls: [{url}]}}, chat: true, samples_per_document: {SAMPLES}, "
+        f"max_new_tokens: {MAX_NEW_TOKENS}, max_in_flight: {MAX_IN_FLIGHT}, store: {{flush_every_docs: 1}}}}\n")
 
 
 def free_port(rng: random.Random) -> int:
