@@ -6,15 +6,10 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tpt.assets import resolve_model_path
 from tpt.config import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,22 +63,10 @@ def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, di
 @pytest.fixture(scope="session")
 def transformers_server():
     """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--force_model", str(resolve_model_path("embedded")),
-               "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, "transformers serve exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "transformers serve did not answer /health in 120 s"
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/v1"
+    from benchmarks.bench_generate import start_server
+
+    process, url = start_server()
+    yield url
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
