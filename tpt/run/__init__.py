@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def execute(config, engine: str = "beam", **options: Any) -> dict[str, Any] | None:
-    """Plan a run of `config` and carry it out on an engine; returns the run summary (None once jobs are submitted)."""
+def execute(config, engine: str = "beam", check: bool = True, **options: Any) -> dict[str, Any] | None:
+    """Plan a run of `config` and carry it out on an engine; returns the run summary (None once jobs are submitted).
+
+    The options are checked first, then the plan (`check`: its stages too, see RunPlan.build).
+    """
     from tpt.run.engines import engine as find
     from tpt.run.plan import RunPlan
 
     chosen = find(engine)
-    return chosen.load().run(RunPlan.build(config), **chosen.options_of(options))
+    options = chosen.options_of(options)
+    return chosen.load().run(RunPlan.build(config, check=check), **options)
