@@ -53,8 +53,6 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("streaming").setLevel(logging.ERROR)
     # Beam's local job service logs each failed worker bundle; the run's own error (tpt.run.failures) says it once.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.CRITICAL)
-    for handler in logging.getLogger().handlers:  # streaming's merge_index warns through the root logger
-        handler.addFilter(lambda record: record.levelno >= logging.ERROR or "/streaming/" not in record.pathname)
 
 
 def main(argv: list[str] | None = None) -> int:
