@@ -178,3 +178,40 @@ def test_finalize_is_safe_to_repeat(demo_run, tmp_path):
     _, samples = read_streams(copy.output.dir)
     assert len(samples) == len({s["id"] for s in samples}) == summary["totals"]["written"]
 
+
+
+def test_the_local_runner_never_tries_prism(tmp_path, caplog):
+    """Beam's DirectRunner first tries to fetch and start Prism on every run (offline: a failed download); tpt's
+    local runner is the FnApiRunner the DirectRunner falls back to, with the same options."""
+    import logging
+
+    from tpt.run import execute
+
+    write_jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}", "text": f"Document {i}."} for i in range(4)])
+    (tmp_path / "config.yaml").write_text("sources: [{name: a, path: a.jsonl}]\n")
+    config = load_config(tmp_path / "config.yaml").with_output_dir(str(tmp_path / "out"))
+    caplog.set_level(logging.INFO, logger="apache_beam")
+    assert execute(config, workers=1)["totals"]["written"] == 4
+    assert any(record.name.startswith("apache_beam.runners") for record in caplog.records)  # the run logs are seen
+    assert not [record.getMessage() for record in caplog.records if "prism" in record.getMessage().lower()]
+
+
+def test_a_beam_worker_freezes_what_it_has_loaded_and_a_caller_is_left_alone(monkeypatch):
+    """This process stands in for a Beam worker process once its `__main__` is named as Beam's worker module."""
+    import gc
+    import importlib.machinery
+    import types
+
+    from tpt.pipelines.beam.transforms import BEAM_WORKER, freeze_in_worker
+
+    gc.unfreeze()
+    freeze_in_worker()
+    assert gc.get_freeze_count() == 0
+    worker_main = types.ModuleType("__main__")
+    worker_main.__spec__ = importlib.machinery.ModuleSpec(BEAM_WORKER, None)
+    monkeypatch.setitem(sys.modules, "__main__", worker_main)
+    try:
+        freeze_in_worker()
+        assert gc.get_freeze_count() > 10_000  # the modules loaded by now, at least
+    finally:
+        gc.unfreeze()

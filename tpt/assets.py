@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import filelock
-
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
@@ -48,6 +46,8 @@ def embedded_teacher_dir() -> Path:
     target = cache_dir() / EMBEDDED_NAME
     if (target / "model.safetensors").is_file():
         return target
+    import filelock  # here: every worker that imports a stage imports this module
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(target) + ".lock"):
         if not (target / "model.safetensors").is_file():

@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from tpt.pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts
 from tpt.run.engines import LOCAL_WORKERS
@@ -40,14 +41,25 @@ def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
 
 
 def pipeline_options(runner: str, workers: int, beam_args: list[str]) -> PipelineOptions:
-    """Beam options; the local runner is named with its mode so no default switches to Prism."""
+    """Beam options; one local worker runs in this process: no worker start-up, no data plane."""
     args = [f"--runner={runner}"]
-    if runner == LOCAL_RUNNER:  # one worker runs in this process: no worker start-up, no data plane
+    if runner == LOCAL_RUNNER:
         mode = "multi_processing" if workers > 1 else "in_memory"
         args += [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     # Workers print tpt's progress lines; the harness's own INFO chatter stays quiet.
     args.append('--sdk_harness_log_level_overrides={"apache_beam": "WARNING", "streaming": "WARNING"}')
     return PipelineOptions(args + list(beam_args))
+
+
+def local_runner(options: PipelineOptions) -> PipelineRunner:
+    """The FnApiRunner, set up as the DirectRunner sets it up once it has first tried Prism: that try downloads
+    Prism on every run (offline, a failed download and half a second), then runs on it where it can."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo, FnApiRunner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return FnApiRunner(provision_info=ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 def run(plan: RunPlan, workers: int | None = None, runner: str | None = None, beam_args: list[str] = ()) -> dict[str, Any]:
@@ -57,6 +69,8 @@ def run(plan: RunPlan, workers: int | None = None, runner: str | None = None, be
     with plan.lock():
         plan.start_afresh()
         started = time.monotonic()
-        with worker_failures(), plan.progress(), beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+        options = pipeline_options(runner, workers, beam_args)
+        local = local_runner(options) if runner == LOCAL_RUNNER else None
+        with worker_failures(), plan.progress(), beam.Pipeline(runner=local, options=options) as pipeline:
             build(pipeline, plan)
         return plan.finalize(time.monotonic() - started, {"name": "beam", "runner": runner, "workers": workers})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import secrets
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -104,6 +106,7 @@ class _SharedStages:
         with self._lock:
             if tag not in self._stages:
                 stage.setup()
+                freeze_in_worker()
                 self._stages[tag] = [stage, 0]
             self._stages[tag][1] += 1
             return self._stages[tag][0]
@@ -120,6 +123,17 @@ class _SharedStages:
 
 
 _SHARED = _SharedStages()
+
+BEAM_WORKER = "apache_beam.runners.worker.sdk_worker_main"
+
+
+def freeze_in_worker() -> None:
+    """In a process Beam started as a worker, leave what is loaded by now (modules, a stage's model) out of the
+    cyclic garbage collector's sweeps: at exit it would spend a second sweeping them, and the runner stops its
+    workers one after another. A run in the caller's own process is left as it is."""
+    main = sys.modules["__main__"]
+    if getattr(getattr(main, "__spec__", None), "name", None) == BEAM_WORKER:
+        gc.freeze()
 
 
 class ApplyStage(beam.PTransform):

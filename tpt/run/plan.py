@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpt.config import PipelineConfig
-from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout, write_part, write_rejects
 from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
@@ -83,4 +82,6 @@ class RunPlan:
 
     def finalize(self, wall_seconds: float, engine: dict[str, Any]) -> dict[str, Any]:
         """Merge, summarise and publish the finished run; safe to repeat. Returns the summary."""
+        from tpt.io.finalize import finalize  # here: every worker unpickles the plan, none finalizes
+
         return finalize(self.layout, self.config, self.stages, wall_seconds, engine)
