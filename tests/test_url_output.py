@@ -10,6 +10,7 @@ writing one output folder through gcsfs.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 
@@ -22,10 +23,12 @@ import yaml
 from tpt.analysis.runs import load_run
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import BAD_LINES, read_shards, read_streams
+from tpt.classify.labelset import LabelledDoc, label_row, read_labels, write_labels
+from tpt.classify.taxonomy import load_taxonomy
 from tpt.config import PipelineConfig
 from tpt.generate.store import ThinkingStore, read_entries
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
-from tpt.schema import MANIFEST_SCHEMA
+from tpt.schema import MANIFEST_SCHEMA, Record
 
 
 def memory_url() -> str:
@@ -191,3 +194,22 @@ def test_any_file_round_trips_through_the_local_cloud_storage_server(gcs_bucket,
     (tmp_path / "file").write_bytes(data)
     layout.fs.put(str(tmp_path / "file"), layout.path("file"))
     assert layout.fs.cat(layout.path("file")) == data
+
+
+def test_labels_written_to_a_url_are_read_back_from_it(gcs_bucket):
+    """`tpt classifiers train` reads the labels where `tpt label --output gs://...` wrote them, Parquet or JSONL."""
+    folder = f"{gcs_bucket}/labels-{uuid.uuid4().hex[:8]}"
+    labels = {"domain": "history", "audience": "school", "reasoning": "basic"}
+    rows = [label_row(Record("d1", "web", "Some text."), "test", labels),
+            label_row(Record("d2", "web", "Other text."), "test", None, error="no JSON object")]
+    write_labels(f"{folder}/labels.parquet", rows)
+    with fsspec.open(f"{folder}/labels.jsonl", "w") as stream:
+        stream.writelines(json.dumps(row) + "\n" for row in rows)
+    for name in ("labels.parquet", "labels.jsonl"):
+        assert read_labels(f"{folder}/{name}", load_taxonomy()) == ([LabelledDoc("d1", "Some text.", labels)], 1)
+
+
+def test_a_missing_labels_file_at_a_url_is_named(gcs_bucket):
+    url = f"{gcs_bucket}/labels-{uuid.uuid4().hex[:8]}/labels.parquet"
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(url)}: no such labels file$"):
+        read_labels(url, load_taxonomy())

@@ -16,7 +16,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from tpt.classify.taxonomy import AXES, Taxonomy
-from tpt.io.storage import staged_file
+from tpt.io.storage import filesystem, staged_file
 from tpt.schema import Record
 
 OK, FAILED = "ok", "failed"
@@ -59,15 +59,24 @@ def write_labels(target: str | Path, rows: list[dict[str, Any]]) -> None:
         pq.write_table(table, local)
 
 
+def read_labels_table(location: str | Path) -> pa.Table:
+    """A labels file (JSONL when named .jsonl or .json, else Parquet) at a local path or fsspec URL,
+    so labels written to an object store are read where they lie."""
+    fs, path = filesystem(location)
+    try:
+        with fs.open(path, "rb") as stream:
+            return pajson.read_json(stream) if path.endswith((".jsonl", ".json")) else pq.read_table(stream)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}: no such labels file") from None
+
+
 def read_labels(path: str | Path, taxonomy: Taxonomy) -> tuple[list[LabelledDoc], int]:
-    """The usable labelled documents of a labels file (Parquet or JSONL) and how many failed rows were left out.
+    """The usable labelled documents of a labels file (Parquet or JSONL, local or at a URL)
+    and how many failed rows were left out.
 
     Every label must be in the taxonomy: a wrong one is an error naming the row, never skipped.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such labels file")
-    table = pajson.read_json(path) if path.suffix in (".jsonl", ".json") else pq.read_table(path)
+    table = read_labels_table(path)
     missing = [name for name in ("id", "text", *AXES) if name not in table.column_names]
     if missing:
         raise ValueError(f"{path}: labels file lacks the columns {', '.join(missing)}")

@@ -16,7 +16,7 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help="train one model per axis; writes the models and metrics.json")
-    train.add_argument("labels", help="labels file (Parquet or JSONL)")
+    train.add_argument("labels", help="labels file (Parquet or JSONL), a path or URL (gs://...)")
     train.add_argument("--output", required=True, metavar="DIR", help="folder for the models and metrics.json")
     evaluate = actions.add_parser("eval", help="precision / recall / F1 and confusion matrix of models on held-out labels")
     evaluate.add_argument("labels", help="held-out labels file (Parquet or JSONL)")

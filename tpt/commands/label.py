@@ -18,7 +18,8 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config YAML (its sources, and its generate: section for the LLM labeller)")
     parser.add_argument("--sample", type=int, required=True, metavar="N", help="documents to label")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for labels.jsonl (the resumable store) and labels.parquet")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder or URL (gs://...) for labels.jsonl (the resumable store) and labels.parquet")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
     parser.add_argument("--labeller", choices=["llm", "bootstrap"], default="llm", help="who labels (default: llm)")
 
