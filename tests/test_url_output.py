@@ -23,6 +23,7 @@ import yaml
 from tpt.analysis.runs import load_run
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import BAD_LINES, read_shards, read_streams
+from tpt.classify.evaluation import read_sources
 from tpt.classify.labelset import LabelledDoc, label_row, read_labels, write_labels
 from tpt.classify.taxonomy import load_taxonomy
 from tpt.config import PipelineConfig
@@ -197,7 +198,8 @@ def test_any_file_round_trips_through_the_local_cloud_storage_server(gcs_bucket,
 
 
 def test_labels_written_to_a_url_are_read_back_from_it(gcs_bucket):
-    """`tpt classifiers train` reads the labels where `tpt label --output gs://...` wrote them, Parquet or JSONL."""
+    """`tpt classifiers train` and `eval` read the labels where `tpt label --output gs://...` wrote them, Parquet or
+    JSONL."""
     folder = f"{gcs_bucket}/labels-{uuid.uuid4().hex[:8]}"
     labels = {"domain": "history", "audience": "school", "reasoning": "basic"}
     rows = [label_row(Record("d1", "web", "Some text."), "test", labels),
@@ -207,6 +209,7 @@ def test_labels_written_to_a_url_are_read_back_from_it(gcs_bucket):
         stream.writelines(json.dumps(row) + "\n" for row in rows)
     for name in ("labels.parquet", "labels.jsonl"):
         assert read_labels(f"{folder}/{name}", load_taxonomy()) == ([LabelledDoc("d1", "Some text.", labels)], 1)
+        assert read_sources(f"{folder}/{name}") == {"d1": "web", "d2": "web"}
 
 
 def test_a_missing_labels_file_at_a_url_is_named(gcs_bucket):

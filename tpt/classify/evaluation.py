@@ -14,10 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
-
-from tpt.classify.labelset import LabelledDoc
+from tpt.classify.labelset import LabelledDoc, read_labels_table
 from tpt.classify.metrics import classification_metrics
 from tpt.classify.model import AxisModel
 from tpt.classify.taxonomy import Taxonomy
@@ -28,8 +25,7 @@ REASONING = "reasoning"
 
 def read_sources(path: str | Path) -> dict[str, str]:
     """Each document's source by id, from the labels file's `source` column ({} when it has none; "" for a row without one)."""
-    path = Path(path)
-    table = pajson.read_json(path) if path.suffix in (".jsonl", ".json") else pq.read_table(path)
+    table = read_labels_table(path)
     if "source" not in table.column_names:
         return {}
     return {str(id_): source or "" for id_, source in zip(table.column("id").to_pylist(), table.column("source").to_pylist())}

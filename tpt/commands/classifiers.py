@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("labels", help="labels file (Parquet or JSONL), a path or URL (gs://...)")
     train.add_argument("--output", required=True, metavar="DIR", help="folder for the models and metrics.json")
     evaluate = actions.add_parser("eval", help="precision / recall / F1 and confusion matrix of models on held-out labels")
-    evaluate.add_argument("labels", help="held-out labels file (Parquet or JSONL)")
+    evaluate.add_argument("labels", help="held-out labels file (Parquet or JSONL), a path or URL (gs://...)")
     evaluate.add_argument("--models", metavar="DIR",
                           help="folder of AXIS.ftz/.bin models (default: the config's classify.models, else the starters)")
     evaluate.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
