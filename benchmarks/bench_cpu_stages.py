@@ -19,10 +19,13 @@ os.environ["RAYON_NUM_THREADS"] = "1"  # one core: before tokenizers starts its 
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,22 +83,31 @@ def timed(fn, *args, clock=time.perf_counter) -> tuple[int, float]:
     return documents, clock() - started
 
 
+def fastest(runs: dict[str, tuple[Callable[[Any, Path], int], Any, int]], rounds: int, out: Path,
+            clock=time.perf_counter) -> dict[str, float]:
+    """The fastest seconds of each `run(inputs, folder)` over `rounds` rounds, the runs taking turns in each, every
+    run into a fresh folder: other work on a shared machine only ever slows a run down, and taking turns spreads
+    its drift over every figure. Every run must write its expected number of documents."""
+    seconds: dict[str, float] = {}
+    for turn in range(rounds):
+        for number, (name, (run, inputs, expected)) in enumerate(runs.items()):
+            documents, took = timed(run, inputs, out / f"run-{number}-{turn}", clock=clock)
+            assert documents == expected, f"{name} wrote {documents} of {expected} documents"
+            seconds[name] = min(seconds.get(name, math.inf), took)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="turns each side takes; its fastest counts")
     args = parser.parse_args()
-    bare_s = tpt_s = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_corpus(Path(tmp) / "corpus.jsonl", args.documents)
         Tokenizer.from_file(str(tokenizer_file("embedded")))  # warm the file cache for both sides
-        for turn in range(args.rounds):
-            bare_docs, seconds = timed(run_bare, corpus, Path(tmp) / f"bare-{turn}", clock=time.process_time)
-            bare_s = min(bare_s, seconds)
-            tpt_docs, seconds = timed(run_tpt, corpus, Path(tmp) / f"tpt-{turn}", clock=time.process_time)
-            tpt_s = min(tpt_s, seconds)
-            assert bare_docs == tpt_docs == args.documents
-    bare_rate, tpt_rate = args.documents / bare_s, args.documents / tpt_s
+        runs = {"bare": (run_bare, corpus, args.documents), "tpt": (run_tpt, corpus, args.documents)}
+        seconds = fastest(runs, args.rounds, Path(tmp), clock=time.process_time)
+    bare_rate, tpt_rate = args.documents / seconds["bare"], args.documents / seconds["tpt"]
     print(f"documents: {args.documents:,} of ~2k teacher tokens, one core, CPU time, fastest of {args.rounds} rounds")
     print(f"bare primitives (json + encode_batch + MDSWriter): {bare_rate:8.1f} docs/s")
     print(f"tpt read -> truncate -> write:                     {tpt_rate:8.1f} docs/s")

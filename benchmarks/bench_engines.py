@@ -15,9 +15,8 @@ The floors, measured in the same run: the bare primitives of bench_cpu_stages
 per file: what two cores of this machine do side by side). Each engine also
 runs a corpus of one document per file: its start-up and teardown.
 
-Every figure is the fastest of a few rounds, each run into a fresh folder and
-all runs taking turns within a round: other work on a shared machine only
-ever slows a run down, and taking turns spreads its drift over every figure.
+Every figure is the fastest of a few rounds, all runs taking turns within a
+round (bench_cpu_stages.fastest).
 """
 
 from __future__ import annotations
@@ -28,18 +27,16 @@ os.environ["RAYON_NUM_THREADS"] = "1"  # one core per worker process: before tok
 
 import argparse
 import logging
-import math
 import multiprocessing
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, run_bare, timed  # noqa: E402
+from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare  # noqa: E402
 from benchmarks.corpus import write_corpus  # noqa: E402
 from tpt.config import PipelineConfig  # noqa: E402
 from tpt.run.engines import ENGINES  # noqa: E402
@@ -100,18 +97,6 @@ def start_ray() -> float:
     started = time.perf_counter()
     ray.init(address="local", num_cpus=WORKERS, log_to_driver=False)
     return time.perf_counter() - started
-
-
-def fastest(runs: dict[str, tuple[Callable[[Any, Path], int], Any, int]], rounds: int, out: Path) -> dict[str, float]:
-    """The fastest seconds of each `run(inputs, folder)` over `rounds` rounds, the runs taking turns in each;
-    every run must write its expected number of documents."""
-    seconds: dict[str, float] = {}
-    for turn in range(rounds):
-        for number, (name, (run, inputs, expected)) in enumerate(runs.items()):
-            documents, took = timed(run, inputs, out / f"run-{number}-{turn}")
-            assert documents == expected, f"{name} wrote {documents} of {expected} documents"
-            seconds[name] = min(seconds.get(name, math.inf), took)
-    return seconds
 
 
 def on(engine: Callable[[PipelineConfig], int]) -> Callable[[Path, Path], int]:
