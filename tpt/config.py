@@ -74,6 +74,53 @@ class OutputConfig(Section):
         return value
 
 
+class NormalizeConfig(Section):
+    """What two texts may differ by and still be the same text (`dedup.exact`)."""
+
+    nfc: bool = True  # Unicode NFC: composed and decomposed accents are the same character
+    whitespace: bool = True  # runs of spaces, tabs and newlines are one space; none at the ends
+    lowercase: bool = False  # letter case
+
+
+class MinHashConfig(Section):
+    """Near duplicates (`dedup.near`): MinHash signatures of word n-grams, banded for LSH. The names and defaults are
+    datatrove's (`MinhashConfig`) and NeMo Curator's; `num_perm` is datasketch's name for the signature length."""
+
+    n_grams: int = Field(default=5, gt=0)  # words per shingle
+    num_buckets: int = Field(default=14, gt=0)  # LSH bands
+    hashes_per_bucket: int = Field(default=8, gt=0)  # rows per band
+    num_perm: int | None = Field(default=None, gt=0)  # None: num_buckets * hashes_per_bucket, which it must equal
+    jaccard_threshold: float = Field(default=0.8, gt=0, le=1)  # a candidate pair is a duplicate at this estimated Jaccard
+    seed: int = Field(default=1, ge=0)  # of the permutations: the same on every worker
+
+    @model_validator(mode="after")
+    def _bands_cover_the_signature(self) -> MinHashConfig:
+        bands = self.num_buckets * self.hashes_per_bucket
+        if self.num_perm is not None and self.num_perm != bands:
+            raise _invalid([(("num_perm",), f"must equal num_buckets x hashes_per_bucket = {self.num_buckets} x "
+                                            f"{self.hashes_per_bucket} = {bands}, got {self.num_perm}")], MinHashConfig)
+        return self
+
+    @property
+    def permutations(self) -> int:
+        return self.num_buckets * self.hashes_per_bucket
+
+
+class DedupConfig(Section):
+    """Documents the teacher would be asked about twice: found on the truncated text, across every source, before
+    classify and think (docs/deduplication.md)."""
+
+    exact: bool = True  # the same text after `normalize`
+    near: bool = True  # the same text but for a few words (MinHash + LSH, `minhash`)
+    duplicates: Literal["drop", "reuse"] = "drop"  # drop: set aside as rejects; reuse: written with the kept one's thinking
+    normalize: NormalizeConfig = NormalizeConfig()
+    minhash: MinHashConfig = MinHashConfig()
+
+    @property
+    def enabled(self) -> bool:
+        return self.exact or self.near
+
+
 # one label, or a list: any of them
 Labels = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value), Field(min_length=1)]
 
@@ -268,6 +315,7 @@ class PipelineConfig(Section):
     tokenizer: str = "embedded"  # a local HF tokenizer directory or tokenizer.json, or "embedded"
     truncate: TruncateConfig = TruncateConfig()
     output: OutputConfig = OutputConfig()
+    dedup: DedupConfig = DedupConfig()
     datatrove: DatatroveConfig = DatatroveConfig()
     generate: GenerateConfig | None = None  # None: no thinking is generated
     classify: ClassifyConfig | None = None  # None: no classification
@@ -310,9 +358,9 @@ class PipelineConfig(Section):
         return self.model_copy(update={"output": self.output.model_copy(update={"dir": out_dir})})
 
 
-def _invalid(problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationError:
-    """A check across sections as pydantic errors at the keys it names, so `describe_error` shows their paths."""
-    return ValidationError.from_exception_data(PipelineConfig.__name__, [
+def _invalid(problems: list[tuple[tuple[str | int, ...], str]], model: type[BaseModel] | None = None) -> ValidationError:
+    """A check across keys as pydantic errors at the keys it names, so `describe_error` shows their paths."""
+    return ValidationError.from_exception_data((model or PipelineConfig).__name__, [
         InitErrorDetails(type=PydanticCustomError("config", "{problem}", {"problem": problem}), loc=loc, input=None)
         for loc, problem in problems])
 

@@ -30,7 +30,6 @@ from tpt.io.storage import Folder
 
 if TYPE_CHECKING:
     from tpt.config import PipelineConfig
-    from tpt.stages.base import Stage
 
 log = logging.getLogger("tpt.progress")
 # Progress lines go straight to stderr, in the driver and in every worker process alike,
@@ -234,11 +233,10 @@ class RunProgress:
         return line
 
 
-def track_run(config: PipelineConfig, stages: list[Stage], files: list[tuple[str, str]]) -> RunProgress:
-    """The run-wide progress line of a pipeline run over `files` ((source, path) pairs)."""
+def track_run(config: PipelineConfig, stages: list[str], files: list[tuple[str, str]]) -> RunProgress:
+    """The run-wide progress line of a pipeline run over `files` ((source, path) pairs) through `stages`, by name."""
     per_document = {"think": config.generate.samples_per_document} if config.generate else {}
-    return RunProgress(OutputLayout(config.output.dir).url_of(BEACONS), ["read", *(stage.name for stage in stages)],
-                       input_bytes(files), per_document)
+    return RunProgress(OutputLayout(config.output.dir).url_of(BEACONS), ["read", *stages], input_bytes(files), per_document)
 
 
 def _duration(seconds: float) -> str:

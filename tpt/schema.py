@@ -1,47 +1,74 @@
-"""The one record schema every stage and both engines share.
+"""The one record schema every stage and both engines share, declared once.
 
 A `Record` starts as (id, source, text) from a reader; each stage fills in the
-fields it owns. `MANIFEST_SCHEMA` is the matching Arrow schema of every scalar
-field (the manifest holds no text), `Reject` is what a stage sets aside.
+fields it owns. Each field is declared once, in the dataclass below, with its
+Arrow type, its MDS encoding and the stage that fills it; the manifest schema,
+the shards' columns and each stage's fields are derived from that declaration,
+so adding a field is one edit here. `Reject` is what a stage sets aside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
+COLUMN = "tpt_column"  # the key of a field's declaration in its dataclass metadata
+
+
+@dataclass(frozen=True)
+class Column:
+    """How a record field is stored: its Arrow type (manifest), MDS encoding (shards), and who fills it."""
+
+    arrow: pa.DataType
+    mds: str  # a mosaicml-streaming encoding
+    stage: str  # the stage that fills it in ("read" for the fields every record starts with)
+    manifest: bool = True  # a scalar kept in the manifest; the texts are not
+    to_mds: Callable[[Any], Any] | None = None  # the value as the shards store it, where it differs
+
+
+def column(arrow: pa.DataType, mds: str, stage: str, manifest: bool = True, to_mds: Callable[[Any], Any] | None = None,
+           **options: Any) -> Any:
+    """A dataclass field declared as a stored column (`options`: the field's default, as for `dataclasses.field`)."""
+    if not {"default", "default_factory"} & options.keys() and stage != "read":
+        options["default"] = None  # a stage's field is unset until the stage runs
+    return field(metadata={COLUMN: Column(arrow, mds, stage, manifest, to_mds)}, **options)
 
 
 @dataclass
 class Record:
     """One document and, once generated, its thinking: the sample [d; t]."""
 
-    id: str
-    source: str
-    text: str  # what the model trains on: the document d (truncated once the truncate stage ran), [d; t] once thought
-    # truncate
-    doc_tokens: int | None = None  # teacher tokens before truncation
-    kept_tokens: int | None = None  # teacher tokens of `text` after truncation
-    truncated: bool | None = None
-    # classify
-    domain: str | None = None
-    domain_score: float | None = None
-    audience: str | None = None
-    audience_score: float | None = None
-    reasoning: str | None = None
-    reasoning_score: float | None = None
-    # think
-    thinking: str | None = None
-    thinking_tokens: int | None = None
-    finish_reason: str | None = None  # "stop" or "length"
-    thinking_flags: list[str] = field(default_factory=list)
-    sample_tokens: int | None = None  # teacher tokens of the training sample [d; t]
-    thinking_budget: int | None = None  # the max_new_tokens this sample was generated with (generate.budgets)
+    id: str = column(pa.string(), "str", "read")
+    source: str = column(pa.string(), "str", "read")
+    # what the model trains on: the document d (truncated once the truncate stage ran), [d; t] once thought
+    text: str = column(pa.string(), "str", "read", manifest=False)
+    doc_tokens: int | None = column(pa.int32(), "int32", "truncate")  # teacher tokens before truncation
+    kept_tokens: int | None = column(pa.int32(), "int32", "truncate")  # teacher tokens of `text` after truncation
+    truncated: bool | None = column(pa.bool_(), "uint8", "truncate", to_mds=int)
+    domain: str | None = column(pa.string(), "str", "classify")
+    domain_score: float | None = column(pa.float32(), "float32", "classify")
+    audience: str | None = column(pa.string(), "str", "classify")
+    audience_score: float | None = column(pa.float32(), "float32", "classify")
+    reasoning: str | None = column(pa.string(), "str", "classify")
+    reasoning_score: float | None = column(pa.float32(), "float32", "classify")
+    thinking: str | None = column(pa.string(), "str", "think", manifest=False)
+    thinking_tokens: int | None = column(pa.int32(), "int32", "think")
+    finish_reason: str | None = column(pa.string(), "str", "think")  # "stop" or "length"
+    thinking_flags: list[str] = column(pa.list_(pa.string()), "str", "think", to_mds=",".join, default_factory=list)
+    sample_tokens: int | None = column(pa.int32(), "int32", "think")  # teacher tokens of the training sample [d; t]
+    thinking_budget: int | None = column(pa.int32(), "int32", "think")  # the max_new_tokens it was generated with
+    # a duplicate written with its kept copy's thinking (`dedup.duplicates: reuse`): that copy's id, how it is a copy
+    duplicate_of: str | None = column(pa.string(), "str", "deduplicate")
+    duplicate_kind: str | None = column(pa.string(), "str", "deduplicate")  # "duplicate_text" or "near_duplicate"
+    duplicate_similarity: float | None = column(pa.float32(), "float32", "deduplicate")  # estimated Jaccard
+    # the duplicates that take this record's thinking, carried to the think stage with it; never stored
+    copies: list[Record] = field(default_factory=list, repr=False)
 
     def replace(self, **changes: Any) -> Record:
         return dataclasses.replace(self, **changes)
@@ -56,58 +83,26 @@ class Record:
         return self.id
 
 
-FIELD_TYPES: dict[str, pa.DataType] = {
-    "id": pa.string(),
-    "source": pa.string(),
-    "text": pa.string(),
-    "doc_tokens": pa.int32(),
-    "kept_tokens": pa.int32(),
-    "truncated": pa.bool_(),
-    "domain": pa.string(),
-    "domain_score": pa.float32(),
-    "audience": pa.string(),
-    "audience_score": pa.float32(),
-    "reasoning": pa.string(),
-    "reasoning_score": pa.float32(),
-    "thinking": pa.string(),
-    "thinking_tokens": pa.int32(),
-    "finish_reason": pa.string(),
-    "thinking_flags": pa.list_(pa.string()),
-    "sample_tokens": pa.int32(),
-    "thinking_budget": pa.int32(),
-}
-assert list(FIELD_TYPES) == [f.name for f in dataclasses.fields(Record)], "FIELD_TYPES out of sync"
-
-TEXT_FIELDS = ("text", "thinking")
-SCALAR_FIELDS = tuple(name for name in FIELD_TYPES if name not in TEXT_FIELDS)
-BASE_FIELDS = ("id", "source", "text")
+COLUMNS: dict[str, Column] = {f.name: f.metadata[COLUMN] for f in dataclasses.fields(Record) if COLUMN in f.metadata}
+BASE_FIELDS = tuple(name for name, c in COLUMNS.items() if c.stage == "read")  # every record has them from the start
+SCALAR_FIELDS = tuple(name for name, c in COLUMNS.items() if c.manifest)  # the manifest's columns
+MDS_TYPES = {name: c.mds for name, c in COLUMNS.items()}
 
 MANIFEST_SCHEMA = pa.schema(
-    [pa.field(name, FIELD_TYPES[name]) for name in SCALAR_FIELDS],
+    [pa.field(name, COLUMNS[name].arrow) for name in SCALAR_FIELDS],
     metadata={"tpt_schema_version": str(SCHEMA_VERSION)},
 )
 
-# MDS column encodings (mosaicml-streaming names) for the fields written to shards.
-MDS_TYPES: dict[str, str] = {
-    "id": "str",
-    "source": "str",
-    "text": "str",
-    "doc_tokens": "int32",
-    "kept_tokens": "int32",
-    "truncated": "uint8",
-    "domain": "str",
-    "domain_score": "float32",
-    "audience": "str",
-    "audience_score": "float32",
-    "reasoning": "str",
-    "reasoning_score": "float32",
-    "thinking": "str",
-    "thinking_tokens": "int32",
-    "finish_reason": "str",
-    "thinking_flags": "str",  # comma-separated in shards
-    "sample_tokens": "int32",
-    "thinking_budget": "int32",
-}
+
+def stage_fields(stage: str) -> tuple[str, ...]:
+    """The record fields `stage` fills in, in schema order."""
+    return tuple(name for name, c in COLUMNS.items() if c.stage == stage)
+
+
+def mds_value(name: str, value: Any) -> Any:
+    """A field's value as the shards store it."""
+    encode = COLUMNS[name].to_mds
+    return value if encode is None else encode(value)
 
 
 def content_id(source: str, text: str) -> str:
@@ -125,6 +120,9 @@ def manifest_table(records: list[Record]) -> pa.Table:
     return pa.table(columns, schema=MANIFEST_SCHEMA)
 
 
+DUPLICATE_FIELDS = ("duplicate_of", "similarity")
+
+
 @dataclass
 class Reject:
     """A record (or raw input) set aside by a stage, with the reason, never dropped silently."""
@@ -136,13 +134,17 @@ class Reject:
     id: str | None = None
     location: str | None = None  # file:line for inputs that never became records
     excerpt: str = ""  # the start of the offending input
+    duplicate_of: str | None = None  # a duplicate's kept copy (tpt.dedup)
+    similarity: float | None = None  # and their estimated Jaccard similarity
 
     def __post_init__(self) -> None:
         # The excerpt is for display; the input's own invalid characters must not make the reject unwritable.
         self.excerpt = self.excerpt.encode("utf-8", "replace").decode("utf-8")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The reject as a row of OUT/rejects/; a duplicate's fields only on a duplicate."""
+        row = dataclasses.asdict(self)
+        return {name: value for name, value in row.items() if value is not None or name not in DUPLICATE_FIELDS}
 
     @property
     def key(self) -> str:
@@ -150,5 +152,5 @@ class Reject:
         return self.id or self.location or ""
 
     @classmethod
-    def of(cls, record: Record, stage: str, reason: str, detail: str) -> Reject:
-        return cls(record.source, stage, reason, detail, id=record.id, excerpt=record.text[:200])
+    def of(cls, record: Record, stage: str, reason: str, detail: str, **fields: Any) -> Reject:
+        return cls(record.source, stage, reason, detail, id=record.id, excerpt=record.text[:200], **fields)

@@ -1,7 +1,7 @@
 """The tpt pipeline on Apache Beam: locally on the DirectRunner's worker processes, or on Dataflow.
 
-    Read -> Deduplicate -> <stages: Truncate, ...> -> Write
-      \\________________________\\______________________-> WriteRejects
+    Read -> KeepOnePerId -> Truncate -> Deduplicate -> <stages: Classify, Think> -> Write
+      \\___________\\____________\\____________\\________________________-> WriteRejects
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from tpt.pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, ReadFiles, WriteParts
+from tpt.pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, KeepOnePerId, ReadFiles, WriteParts
 from tpt.run.engines import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
@@ -30,11 +30,15 @@ def build(pipeline: beam.Pipeline, plan: RunPlan) -> None:
         | "SpreadFiles" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadFiles(config.sources, config.truncate.max_doc_bytes, plan.beacons)).with_outputs(REJECTS, main="records")
     )
-    unique = read.records | "Deduplicate" >> Deduplicate()
+    unique = read.records | "KeepOnePerId" >> KeepOnePerId()
     records, rejects = unique.records, [read[REJECTS], unique[REJECTS]]
-    for stage in plan.stages:
-        outputs = records | stage.name.title() >> ApplyStage(stage, plan.beacons)
-        records = outputs.records
+    steps = [(stage.name.title(), ApplyStage(stage, plan.beacons)) for stage in plan.before_dedup]
+    if plan.dedup:
+        steps.append(("Deduplicate", Deduplicate(plan.dedup, plan.beacons)))
+    steps += [(stage.name.title(), ApplyStage(stage, plan.beacons)) for stage in plan.after_dedup]
+    for name, step in steps:
+        outputs = records | name >> step
+        records = outputs["records"]
         rejects.append(outputs[REJECTS])
     records | "Write" >> WriteParts(plan)
     rejects | "FlattenRejects" >> beam.Flatten() | "WriteRejects" >> WriteParts(plan, rejects=True)

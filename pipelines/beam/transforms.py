@@ -14,15 +14,17 @@ from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
 from tpt.config import SourceConfig
+from tpt.dedup import Deduplication, decide
+from tpt.dedup.ids import keep_one
 from tpt.io.output import part_name, part_of
 from tpt.io.read import read_file
 from tpt.progress import Progress
 from tpt.run.plan import RunPlan
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage
-from tpt.stages.deduplicate import keep_one
 
 REJECTS = "rejects"
+ENTRIES = "entries"
 
 
 def route(item: Record | Reject):
@@ -148,7 +150,7 @@ class ApplyStage(beam.PTransform):
         return records | "Process" >> beam.ParDo(_StageFn(self.stage, self.beacons)).with_outputs(REJECTS, main="records")
 
 
-class Deduplicate(beam.PTransform):
+class KeepOnePerId(beam.PTransform):
     """One record per id across all sources; outputs `records` and `rejects`."""
 
     def expand(self, records):
@@ -165,6 +167,75 @@ def _keep_one(element: tuple[str, list[Record]]) -> Iterator:
     yield kept
     for reject in rejects:
         yield pvalue.TaggedOutput(REJECTS, reject)
+
+
+class Deduplicate(beam.PTransform):
+    """Text deduplication (tpt.dedup), its steps joined by Beam's shuffles; outputs `records` and `rejects`.
+
+        records -> Sign -> GroupByBucket -> VerifyPairs -> GatherEdges (one place) -> Cluster
+              \\________________________________________________________________________\\-> JoinById -> Apply
+    """
+
+    def __init__(self, dedup: Deduplication, beacons: str):
+        super().__init__()
+        self.dedup = dedup
+        self.beacons = beacons
+
+    def expand(self, records):
+        dedup = self.dedup
+        signed = records | "Sign" >> beam.ParDo(_Sign(dedup, self.beacons)).with_outputs(ENTRIES, main="records")
+        duplicates = (
+            signed[ENTRIES]
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "VerifyPairs" >> beam.FlatMapTuple(lambda bucket, entries: dedup.edges(bucket, list(entries)))
+            | "GatherEdges" >> beam.combiners.ToList()
+            | "Cluster" >> beam.FlatMap(lambda edges: ((duplicate.member.id, duplicate) for duplicate in decide(edges)))
+        )
+        applied = (
+            {"record": signed["records"], "duplicate": duplicates}
+            | "JoinById" >> beam.CoGroupByKey()
+            | "Apply" >> beam.FlatMap(_apply, dedup).with_outputs(REJECTS, main="records")
+        )
+        if not dedup.attach_copies:
+            return applied
+        attached = (
+            applied["records"]
+            | "KeyByKept" >> beam.Map(lambda record: (record.duplicate_of or record.id, record))
+            | "GroupByKept" >> beam.GroupByKey()
+            | "AttachCopies" >> beam.MapTuple(_attach)
+        )
+        return {"records": attached, REJECTS: applied[REJECTS]}
+
+
+class _Sign(beam.DoFn):
+    """Each record keyed by its id, and its bucket entries to the `entries` output."""
+
+    def __init__(self, dedup: Deduplication, beacons: str):
+        self.dedup = dedup
+        self.beacons = beacons
+
+    def setup(self) -> None:
+        self.progress = Progress(self.dedup.name, beacons=self.beacons)
+
+    def process(self, record: Record) -> Iterator:
+        for entry in self.dedup.entries(record):
+            yield pvalue.TaggedOutput(ENTRIES, entry)
+        self.progress.update(1)
+        yield record.id, record
+
+    def teardown(self) -> None:
+        self.progress.done()
+
+
+def _apply(element: tuple[str, dict[str, list]], dedup: Deduplication) -> Iterator:
+    (record,), duplicates = element[1]["record"], element[1]["duplicate"]
+    yield route(dedup.apply(record, next(iter(duplicates), None)))
+
+
+def _attach(kept_id: str, records: list[Record]) -> Record:
+    """The kept record of a cluster, carrying its copies to the think stage."""
+    kept = next(record for record in records if record.id == kept_id)
+    return kept.replace(copies=sorted((record for record in records if record is not kept), key=lambda record: record.id))
 
 
 class WriteParts(beam.PTransform):

@@ -30,7 +30,9 @@ def is_reject(document: Document) -> bool:
 def from_document(document: Document) -> Record | Reject:
     if is_reject(document):
         return Reject(**document.metadata[REJECT])
-    return Record(id=document.id, text=document.text, **document.metadata)
+    fields = dict(document.metadata)
+    copies = [Record(**copy) for copy in fields.pop("copies", ())]  # the duplicates that take its thinking
+    return Record(id=document.id, text=document.text, copies=copies, **fields)
 
 
 def dumps(document: Document) -> str:

@@ -1,4 +1,4 @@
-"""The three jobs of a run on datatrove's executors: local worker processes, Slurm job arrays, or Ray tasks.
+"""The jobs of a run on datatrove's executors: local worker processes, Slurm job arrays, or Ray tasks.
 
 Each job depends on the one before it (datatrove's `depends`: the local and Ray
 executors run it first, Slurm submits with `--dependency=afterok`), and each task
@@ -22,12 +22,14 @@ from tpt.config import RayConfig, SlurmConfig
 from tpt.io.storage import Folder
 
 # Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
-JOBS = READ_JOB, STAGES_JOB, FINALIZE_JOB = ("read", "stages", "finalize")
+# prepare, buckets and clusters run only with text deduplication (pipelines/datatrove/dedup.py).
+JOBS = READ_JOB, PREPARE_JOB, BUCKETS_JOB, CLUSTERS_JOB, STAGES_JOB, FINALIZE_JOB = (
+    "read", "prepare", "buckets", "clusters", "stages", "finalize")
 
 
 @dataclass
 class Job:
-    name: str  # read, stages or finalize; also its logging folder
+    name: str  # one of JOBS; also its logging folder
     steps: list[PipelineStep]
     tasks: int
 

@@ -1,4 +1,4 @@
-"""Run the tpt pipeline on datatrove: plan the three jobs, start or resume the run, hand it to an executor.
+"""Run the tpt pipeline on datatrove: plan the jobs, start or resume the run, hand it to an executor.
 
 A run resumes only with the same config (its `datatrove` section aside), input
 files and task count; anything else starts over (earlier outputs, markers and
@@ -16,7 +16,8 @@ from typing import Any
 from tpt.io.publish import UNPUBLISHED
 from tpt.io.storage import Folder
 from tpt.pipelines.datatrove import executors
-from tpt.pipelines.datatrove.executors import FINALIZE_JOB, JOBS, READ_JOB, STAGES_JOB, Job
+from tpt.pipelines.datatrove.dedup import ApplyDedup, Cluster, Sign, VerifyBuckets
+from tpt.pipelines.datatrove.executors import BUCKETS_JOB, CLUSTERS_JOB, FINALIZE_JOB, JOBS, PREPARE_JOB, READ_JOB, STAGES_JOB, Job
 from tpt.pipelines.datatrove.finalize import Finalize
 from tpt.pipelines.datatrove.read import ReadSources
 from tpt.pipelines.datatrove.shuffle import GatherById, ScatterById
@@ -34,7 +35,7 @@ EXECUTORS = ("local", "slurm", "ray")
 
 
 class DatatroveRun:
-    """A run plan as datatrove's three jobs, and the task count and folders they share."""
+    """A run plan as datatrove's jobs, and the task count and folders they share."""
 
     def __init__(self, plan: RunPlan, executor: str, tasks: int | None, workers: int, address: str | None = None):
         if executor not in EXECUTORS:
@@ -56,14 +57,20 @@ class DatatroveRun:
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
 
     def jobs(self, started: float) -> list[Job]:
-        plan = self.plan
+        """read, stages and finalize; with text deduplication, prepare, buckets and clusters before stages."""
+        plan, shuffle, tasks = self.plan, self.shuffle, self.tasks
         read = ReadSources(plan.files, plan.config.sources, plan.config.truncate.max_doc_bytes, plan.beacons)
-        return [
-            Job(READ_JOB, [read, ScatterById(self.shuffle, self.tasks)], min(len(plan.files), self.tasks)),
-            Job(STAGES_JOB, [GatherById(self.shuffle), *(ApplyStage(stage, plan.beacons) for stage in plan.stages),
-                             WriteParts(plan)], self.tasks),
-            Job(FINALIZE_JOB, [Finalize(plan, self.shuffle, started, self.engine)], 1),
-        ]
+        gather = [GatherById(shuffle), *(ApplyStage(stage, plan.beacons) for stage in plan.before_dedup)]
+        stages = [*(ApplyStage(stage, plan.beacons) for stage in plan.after_dedup), WriteParts(plan)]
+        jobs = [Job(READ_JOB, [read, ScatterById(shuffle, tasks)], min(len(plan.files), tasks))]
+        if plan.dedup:
+            jobs += [Job(PREPARE_JOB, [*gather, Sign(plan.dedup, shuffle, tasks, plan.beacons)], tasks),
+                     Job(BUCKETS_JOB, [VerifyBuckets(plan.dedup, shuffle)], tasks),
+                     Job(CLUSTERS_JOB, [Cluster(plan.dedup, shuffle, tasks)], 1),
+                     Job(STAGES_JOB, [ApplyDedup(plan.dedup, shuffle), *stages], tasks)]
+        else:
+            jobs.append(Job(STAGES_JOB, [*gather, *stages], tasks))
+        return [*jobs, Job(FINALIZE_JOB, [Finalize(plan, shuffle, started, self.engine)], 1)]
 
     def executors(self, started: float) -> list:
         jobs = self.jobs(started)

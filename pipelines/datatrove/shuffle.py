@@ -22,7 +22,7 @@ from tpt.pipelines.datatrove.documents import dumps, from_document, is_reject, l
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
 from tpt.run.failures import writing
-from tpt.stages.deduplicate import keep_one
+from tpt.dedup.ids import keep_one
 
 
 class ScatterById(PipelineStep):

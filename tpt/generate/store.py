@@ -4,9 +4,11 @@ A resumable JSON-lines store (`tpt.io.jsonlines`), on a local disk or behind
 any fsspec URL. Each writer (one per worker process and run) is named
 `<run>.<pid>.<random>` and writes a header with the start time, then one line
 per result or failure, flushed every N lines or seconds. Results are keyed by
-request id and a fingerprint of what was asked (prompt, model, sampling), so a
-changed document or setting is generated afresh, never served stale; the
-first result read wins.
+a fingerprint of what was asked (prompt, model, sampling, the sample's number),
+not by the document that asked: the same text under another id or source, a
+copy that became its cluster's kept one, finds the stored result; a changed
+document or setting is generated afresh, never served stale. The first result
+read wins.
 
 A worker keeps only an index of the store in memory (where each result's line
 is), never the thinking texts themselves: it reads back the results it reuses,
@@ -32,12 +34,12 @@ class ThinkingStore(JsonLinesStore):
         super().__init__(directory, flush_every_docs, flush_every_seconds)
         self.run_id = run_id
 
-    def index(self) -> dict[tuple[str, str], Location]:
-        """Where every finished result is, by (request id, fingerprint)."""
-        done: dict[tuple[str, str], Location] = {}
+    def index(self) -> dict[str, Location]:
+        """Where every finished result is, by the fingerprint of what was asked."""
+        done: dict[str, Location] = {}
         for location, entry in self.scan():
             if "raw" in entry:
-                done.setdefault((entry["id"], entry["key"]), location)
+                done.setdefault(entry["key"], location)
         return done
 
     def open(self, **header: Any) -> None:

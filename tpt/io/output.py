@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from tpt.config import OutputConfig, parse_size
 from tpt.io.mds import ShardWriter
 from tpt.io.storage import Folder
-from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table
+from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table, mds_value
 
 
 def part_of(key: str, parts: int) -> int:
@@ -66,11 +66,7 @@ def mds_sample(record: Record, fields: list[str]) -> dict:
         value = getattr(record, name)
         if value is None:
             raise ValueError(f"record {record.id!r} of {record.source!r}: field {name!r} is unset, but the shards store it")
-        if name == "thinking_flags":
-            value = ",".join(value)
-        elif name == "truncated":
-            value = int(value)
-        sample[name] = value
+        sample[name] = mds_value(name, value)
     return sample
 
 

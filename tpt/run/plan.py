@@ -1,9 +1,12 @@
 """What a run is, whatever engine runs it: built once from the config, before any output is touched.
 
-An engine adapter maps the plan onto its runner: it reads `files`, sends each
-record through `stages` (by their streaming lifecycle, tpt.stages.base), writes
-parts with `write_part` / `write_rejects`, and ends with `finalize`. Adding a
-stage touches no engine; adding an engine is one adapter module.
+An engine adapter maps the plan onto its runner: it reads `files`, keeps one
+record per id, sends each record through `before_dedup` (truncate), then `dedup`
+(tpt.dedup: its four steps, with the engine's shuffles between them), then
+`after_dedup` (classify, think; each stage by its streaming lifecycle,
+tpt.stages.base), writes parts with `write_part` / `write_rejects`, and ends
+with `finalize`. Adding a stage touches no engine; adding an engine is one
+adapter module.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpt.config import PipelineConfig
+from tpt.dedup import Deduplication
 from tpt.io.output import OutputLayout, write_part, write_rejects
 from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
@@ -23,6 +27,9 @@ from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
 
 
+DEDUP_AFTER = 1  # stages before text deduplication: truncate
+
+
 @dataclass
 class RunPlan:
     config: PipelineConfig  # output.dir absolute: workers may start elsewhere
@@ -30,6 +37,7 @@ class RunPlan:
     files: list[tuple[str, str]]  # (source, path) of every input file
     stages: list[Stage]  # between read and write, in order
     fields: list[str]  # the record fields the shards store
+    dedup: Deduplication | None = None  # text deduplication, after truncate (`dedup.exact`, `dedup.near`)
 
     @classmethod
     def build(cls, config: PipelineConfig, check: bool = True) -> RunPlan:
@@ -44,7 +52,23 @@ class RunPlan:
         if check:
             for stage in stages:
                 stage.check()
-        return cls(config, layout, files, stages, output_fields(config, stages))
+        weights = {source.name: source.weight for source in config.sources}
+        dedup = Deduplication(config.dedup, weights, thinks=config.generate is not None) if config.dedup.enabled else None
+        return cls(config, layout, files, stages, output_fields(config, stages), dedup)
+
+    @property
+    def before_dedup(self) -> list[Stage]:
+        """The stages before text deduplication: truncate (it compares what the teacher reads); every stage without it."""
+        return self.stages[:DEDUP_AFTER] if self.dedup else self.stages
+
+    @property
+    def after_dedup(self) -> list[Stage]:
+        return self.stages[DEDUP_AFTER:] if self.dedup else []
+
+    @property
+    def reporting(self) -> list:
+        """What reports its figures in summary.json, in pipeline order."""
+        return [*self.before_dedup, *([self.dedup] if self.dedup else []), *self.after_dedup]
 
     @property
     def staging(self) -> OutputLayout:
@@ -70,7 +94,7 @@ class RunPlan:
         self.layout.remove(STAGING)
 
     def progress(self) -> RunProgress:
-        return track_run(self.config, self.stages, self.files)
+        return track_run(self.config, [stage.name for stage in self.reporting], self.files)
 
     def write_part(self, source: str, part: str, records: Iterable[Record]) -> int:
         with writing(self.staging.url_of(f"{self.staging.mds}/{source}/{part}")):
@@ -84,4 +108,4 @@ class RunPlan:
         """Merge, summarise and publish the finished run; safe to repeat. Returns the summary."""
         from tpt.io.finalize import finalize  # here: every worker unpickles the plan, none finalizes
 
-        return finalize(self.layout, self.config, self.stages, wall_seconds, engine)
+        return finalize(self.layout, self.config, self.reporting, wall_seconds, engine)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tpt.schema import Record, Reject
+from tpt.schema import Record, Reject, stage_fields
 
 if TYPE_CHECKING:
     from tpt.io.output import OutputLayout
@@ -43,8 +43,12 @@ class StageStream:
 
 class Stage:
     name: ClassVar[str]
-    adds: ClassVar[tuple[str, ...]]  # the record fields this stage fills in
     batch_size: int = 256  # records per `process` call
+
+    @property
+    def adds(self) -> tuple[str, ...]:
+        """The record fields this stage fills in (declared in tpt.schema)."""
+        return stage_fields(self.name)
 
     def check(self) -> None:
         """In the driver, before the run writes anything: fail now, with a clear error, on what would fail later."""

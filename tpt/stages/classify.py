@@ -21,7 +21,6 @@ from tpt.stages.base import Stage
 
 class Classify(Stage):
     name: ClassVar[str] = "classify"
-    adds: ClassVar[tuple[str, ...]] = tuple(f for axis in AXES for f in (axis, f"{axis}_score"))
 
     def __init__(self, config: ClassifyConfig):
         self.taxonomy = config.taxonomy

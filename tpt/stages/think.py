@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 
 from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig
+from tpt.dedup import with_kept_fields
 from tpt.generate import postprocess
 from tpt.generate.backends import build_backend
 from tpt.generate.budgets import Budgets
@@ -46,8 +47,6 @@ SEND, FOLLOW = object(), object()  # what a stream does with a request whose res
 
 class Think(Stage):
     name: ClassVar[str] = "think"
-    adds: ClassVar[tuple[str, ...]] = ("thinking", "thinking_tokens", "finish_reason", "thinking_flags", "sample_tokens",
-                                       "thinking_budget")
 
     def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None):
         if not output_dir:
@@ -69,7 +68,7 @@ class Think(Stage):
         self._backend.setup()
         store = ThinkingStore(self.store_dir, self.run_id, self.config.store.flush_every_docs, self.config.store.flush_every_seconds)
         self._stored = store.index()  # where each stored result is; the texts stay in the store
-        self._in_flight: dict[tuple[str, str], list] = {}  # requests out, each with the streams that follow it
+        self._in_flight: dict[str, list] = {}  # requests out, each with the streams that follow it
         self._lock = threading.Lock()  # streams of several threads share the stage (Beam)
         store.open(backend=self.config.backend, model=self.config.model)
         self._store = store
@@ -88,7 +87,7 @@ class Think(Stage):
         stream = self.stream(Progress(self.name))
         out = [item for record in batch for item in stream.push(record)]
         out += stream.finish()
-        order = {rid: i for i, rid in enumerate(rid for record in batch for rid in self.request_ids(record))}
+        order = {rid: i for i, rid in enumerate(rid for record in batch for rid in self.sample_ids(record))}
         return sorted(out, key=lambda item: order[item.id])
 
     def close(self) -> None:
@@ -98,8 +97,10 @@ class Think(Stage):
             self._backend.close()
             self._store = None
 
-    def request_ids(self, record: Record) -> list[str]:
-        return sample_ids(record.id, self._budgets.of(record).samples_per_document)
+    def sample_ids(self, record: Record) -> list[str]:
+        """The ids of the samples a record becomes, its copies' included."""
+        samples = self._budgets.of(record).samples_per_document
+        return [rid for document in (record, *record.copies) for rid in sample_ids(document.id, samples)]
 
     def report(self, layout: OutputLayout) -> dict[str, Any]:
         """This run's generation figures for summary.json, read back from its store parts."""
@@ -110,18 +111,19 @@ class Think(Stage):
             return self.config.chat
         return has_chat_template(self._backend.template_folder(tokenizer_file(self.tokenizer)))
 
-    def _fingerprint(self, request: Request) -> str:
-        """What a stored result answered: the prompt, the model and the sampling settings."""
+    def _fingerprint(self, request: Request, sample: int) -> str:
+        """What a stored result answered, whatever document asked it: the prompt, the model, the sampling settings
+        and, past the first, the sample's number. The same text under another id or source finds it."""
         c = self.config
         asked = [c.model, request.messages, request.prompt, c.temperature, c.top_p, request.max_new_tokens, c.stop, c.seed]
-        return hashlib.blake2b(json.dumps(asked).encode(), digest_size=8).hexdigest()
+        return hashlib.blake2b(json.dumps(asked + [sample] if sample else asked).encode(), digest_size=8).hexdigest()
 
     def _pending(self, record: Record) -> list[Pending]:
         """The requests of a record's samples, each with its store key."""
         pending, budget = [], self._budgets.of(record)
-        for rid in sample_ids(record.id, budget.samples_per_document):
+        for sample, rid in enumerate(sample_ids(record.id, budget.samples_per_document)):
             request = dataclasses.replace(self._prompts.request(rid, record.text), max_new_tokens=budget.max_new_tokens)
-            pending.append(Pending(record, request, self._fingerprint(request)))
+            pending.append(Pending(record, request, self._fingerprint(request, sample), sample))
         return pending
 
     def _claim(self, pending: Pending, window: Window) -> Location | object:
@@ -129,7 +131,7 @@ class Think(Stage):
         flight for every stream of this worker from now on); or FOLLOW, when another stream of this worker has it
         in flight already (a bundle retried while the failed attempt's requests are still out): `window` then
         gets that result too, and the request is never sent twice."""
-        key = pending.request.id, pending.key
+        key = pending.key
         with self._lock:
             if key in self._stored:
                 return self._stored[key]
@@ -144,7 +146,7 @@ class Think(Stage):
         that follow it; runs in the backend's thread."""
         entry = self._store_entry(completion, pending)
         location = self._store.append(entry)
-        key = pending.request.id, pending.key
+        key = pending.key
         with self._lock:
             if "raw" in entry:
                 self._stored[key] = location  # a retried bundle in this worker reuses it
@@ -168,25 +170,30 @@ class Think(Stage):
         return {**entry, "raw": completion.text, "finish_reason": reason,
                 "prompt_tokens": completion.prompt_tokens, "output_tokens": output_tokens}
 
-    def _sample(self, pending: Pending, entry: dict[str, Any]) -> Record | Reject:
-        record, request_id = pending.record, pending.request.id
+    def _make_samples(self, pending: Pending, entry: dict[str, Any]) -> list[Record | Reject]:
+        """The sample of a finished request, and the same sample of each copy of its document (`dedup.duplicates:
+        reuse`): the copy's own text, with the kept document's labels and thinking."""
+        record, samples = pending.record, self._budgets.of(pending.record).samples_per_document
+        documents = [(record, pending.request.id)]
+        documents += [(with_kept_fields(copy, record), sample_ids(copy.id, samples)[pending.sample]) for copy in record.copies]
         if "error" in entry:
-            return Reject.of(record.replace(id=request_id), self.name, "generation_failed", entry["error"])
+            return [Reject.of(document.replace(id=rid), self.name, "generation_failed", entry["error"],
+                              duplicate_of=document.duplicate_of) for document, rid in documents]
         thinking = postprocess.clean(entry["raw"])
         reason = postprocess.finish_reason(entry["raw"], entry["finish_reason"])
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
-        sample = record.replace(id=request_id)
         if flags and self.config.flagged == "reject":
-            return Reject.of(sample, self.name, f"thinking_{flags[0]}",
-                             f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
-        sample = sample.with_thinking(
-            thinking, self.config.separator,
-            thinking_tokens=len(self._encoder.encode(thinking, add_special_tokens=False).ids),
-            finish_reason=reason,
-            thinking_flags=flags if self.config.flagged == "flag" else [],
-            thinking_budget=pending.request.max_new_tokens,
-        )
-        return sample.replace(sample_tokens=len(self._encoder.encode(sample.text, add_special_tokens=False).ids))
+            detail = f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)"
+            return [Reject.of(document.replace(id=rid), self.name, f"thinking_{flags[0]}", detail,
+                              duplicate_of=document.duplicate_of) for document, rid in documents]
+        thinking_tokens = len(self._encoder.encode(thinking, add_special_tokens=False).ids)
+        out = []
+        for document, rid in documents:
+            sample = document.replace(id=rid, copies=[]).with_thinking(
+                thinking, self.config.separator, thinking_tokens=thinking_tokens, finish_reason=reason,
+                thinking_flags=flags if self.config.flagged == "flag" else [], thinking_budget=pending.request.max_new_tokens)
+            out.append(sample.replace(sample_tokens=len(self._encoder.encode(sample.text, add_special_tokens=False).ids)))
+        return out
 
 
 def sample_ids(document_id: str, samples: int) -> list[str]:
@@ -195,11 +202,13 @@ def sample_ids(document_id: str, samples: int) -> list[str]:
 
 
 class Pending(NamedTuple):
-    """A sample's request on its way: the record it is for, the request, and the key its result is stored under."""
+    """A sample's request on its way: the record it is for, the request, the key its result is stored under, and
+    which of the record's samples it is."""
 
     record: Record
     request: Request
     key: str
+    sample: int
 
 
 class ThinkStream(StageStream):
@@ -234,7 +243,7 @@ class ThinkStream(StageStream):
     def _samples(self, finished: list[tuple[Pending, dict[str, Any]]]) -> list[Record | Reject]:
         for _, entry in finished:
             self.progress.update(1, entry.get("output_tokens", 0))
-        return [self.think._sample(pending, entry) for pending, entry in finished]
+        return [sample for pending, entry in finished for sample in self.think._make_samples(pending, entry)]
 
     def _read_resumed(self) -> list[Record | Reject]:
         resumed, self._resumed = self._resumed, []
@@ -242,7 +251,7 @@ class ThinkStream(StageStream):
             return []
         entries = self.think._store.fetch([location for _, location in resumed])
         self.progress.update(len(resumed))
-        return [self.think._sample(pending, entry) for (pending, _), entry in zip(resumed, entries)]
+        return [sample for (pending, _), entry in zip(resumed, entries) for sample in self.think._make_samples(pending, entry)]
 
 
 def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
@@ -273,7 +282,7 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
             server["output_tokens"] += entry["output_tokens"]
     seconds = max(ends) - min(starts) if ends else 0.0
     rate = output_tokens / seconds if seconds > 0 else None
-    samples = _samples(layout)
+    samples, reused = _samples_asked(layout)
     report: dict[str, Any] = {
         "backend": config.backend,
         "model": config.model,
@@ -281,6 +290,7 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
         "requests_resumed": max(samples - len(generated) - failed, 0),
         "requests_retried": retried,
         "requests_failed": failed,
+        "samples_reusing_thinking": reused,  # copies of a kept document, written with its thinking (dedup reuse)
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "generation_seconds": round(seconds, 3),
@@ -300,10 +310,17 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
     return report
 
 
-def _samples(layout: OutputLayout) -> int:
-    """Samples with thinking in the shards plus those the think stage set aside."""
-    written = 0
+def _samples_asked(layout: OutputLayout) -> tuple[int, int]:
+    """The samples the think stage asked for (those with thinking in the shards, and those it set aside), and the
+    copies that took a kept document's thinking instead of asking."""
+    asked = reused = 0
     if layout.exists(layout.manifest):
-        column = layout.read_parquet(layout.manifest, columns=["finish_reason"]).column("finish_reason")
-        written = len(column) - column.null_count
-    return written + sum(1 for r in read_rejects(layout) if r["stage"] == Think.name)
+        for row in layout.read_parquet(layout.manifest, columns=["finish_reason", "duplicate_of"]).to_pylist():
+            if row["finish_reason"] is not None:
+                asked += row["duplicate_of"] is None
+                reused += row["duplicate_of"] is not None
+    for reject in read_rejects(layout):
+        if reject["stage"] == Think.name:
+            asked += reject.get("duplicate_of") is None
+            reused += reject.get("duplicate_of") is not None
+    return asked, reused

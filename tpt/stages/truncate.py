@@ -37,7 +37,6 @@ class Window(NamedTuple):
 
 class Truncate(Stage):
     name: ClassVar[str] = "truncate"
-    adds: ClassVar[tuple[str, ...]] = ("doc_tokens", "kept_tokens", "truncated")
 
     def __init__(self, tokenizer: str, max_doc_tokens: int, batch_size: int = 256):
         self.tokenizer = tokenizer

@@ -1,0 +1,194 @@
+"""Text deduplication (tpt.dedup) as datatrove steps: its four steps split over three jobs by two shuffles.
+
+    job prepare   (tasks over ids)      GatherById -> ApplyStage(truncate) -> Sign
+    job buckets   (tasks over buckets)  VerifyBuckets
+    job clusters  (one task)            Cluster
+    job stages    (tasks over ids)      ApplyDedup -> ApplyStage(classify) -> ...
+
+A prepare task spills what it hands on (records and rejects) to a file of its own,
+OUT/.datatrove/shuffle/spill/part-RRRRR.jsonl, and writes each record's bucket
+entries to the file of the bucket task that owns the bucket,
+shuffle/buckets/part-BBBBB/prepare-RRRRR.jsonl. A bucket task writes its
+verified edges, shuffle/edges/part-BBBBB.jsonl; the one clusters task reads
+them all (the only thing gathered in one place) and writes, for each stage
+task, the duplicates among its ids: shuffle/duplicates/part-RRRRR.jsonl.
+A stage task reads its spill back and applies them. With `reuse` and a think
+stage, the stage task of a kept record also reads its copies from the other
+tasks' spills, by their place there, so each cluster is thought once, in one
+task. Every file is rewritten whole by a retried task, so nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import numpy as np
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+
+from tpt.dedup import Deduplication, Duplicate, Edge, Member, decide
+from tpt.io.jsonlines import JsonLinesStore, Location
+from tpt.io.output import part_name, part_of
+from tpt.io.storage import Folder
+from tpt.pipelines.datatrove.documents import dumps, from_document, is_reject, to_document
+from tpt.progress import Progress
+from tpt.run.failures import writing
+
+SPILL, BUCKETS, EDGES, DUPLICATES = "spill", "buckets", "edges", "duplicates"
+
+
+class Sign(PipelineStep):
+    """Spill this task's documents, and send each record's bucket entries to the bucket task that owns the bucket."""
+
+    name = "deduplicate: sign"
+    type = "tpt dedup"
+
+    def __init__(self, dedup: Deduplication, shuffle: str, tasks: int, beacons: str):
+        super().__init__()
+        self.dedup, self.shuffle, self.tasks, self.beacons = dedup, shuffle, tasks, beacons
+
+    def run(self, data, rank: int = 0, world_size: int = 1) -> None:
+        shuffle, files, spilled = Folder(self.shuffle), {}, 0
+        spill_name = f"{part_name(rank)}.jsonl"
+        progress = Progress(self.dedup.name, beacons=self.beacons)
+        with writing(shuffle.url_of(f"{BUCKETS}/*/prepare-{rank:05d}.jsonl")), ExitStack() as stack:
+            spill = stack.enter_context(open(stack.enter_context(shuffle.staged_file(f"{SPILL}/{spill_name}")), "wb"))
+            for document in data:
+                line = (dumps(document) + "\n").encode()
+                where, spilled = Location(spill_name, spilled, len(line)), spilled + len(line)
+                spill.write(line)
+                if is_reject(document):
+                    continue
+                for bucket, (member, signature) in self.dedup.entries(from_document(document), where):
+                    part = part_of(bucket, self.tasks)
+                    if part not in files:
+                        local = stack.enter_context(shuffle.staged_file(f"{BUCKETS}/{part_name(part)}/prepare-{rank:05d}.jsonl"))
+                        files[part] = stack.enter_context(open(local, "w", encoding="utf-8"))
+                    files[part].write(json.dumps([bucket, _member(member), _signature(signature)]) + "\n")
+                progress.update(1)
+                self.stat_update("signed")
+        progress.done()
+
+
+class VerifyBuckets(PipelineStep):
+    """The entries addressed to this task, grouped by bucket; each bucket's verified edges to one file."""
+
+    name = "deduplicate: buckets"
+    type = "tpt dedup"
+
+    def __init__(self, dedup: Deduplication, shuffle: str):
+        super().__init__()
+        self.dedup, self.shuffle = dedup, shuffle
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
+        shuffle, buckets = Folder(self.shuffle), defaultdict(list)
+        for name in shuffle.glob(f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
+            with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
+                for line in stream:
+                    bucket, member, signature = json.loads(line)
+                    buckets[bucket].append((_read_member(member), _read_signature(signature)))
+        lines = [json.dumps([_member(edge.a), _member(edge.b), edge.similarity]) + "\n"
+                 for bucket in sorted(buckets) for edge in self.dedup.edges(bucket, buckets[bucket])]
+        self.stat_update("edges", value=len(lines))
+        with writing(shuffle.url_of(f"{EDGES}/{part_name(rank)}.jsonl")):
+            shuffle.write_text(f"{EDGES}/{part_name(rank)}.jsonl", "".join(lines))
+
+
+class Cluster(PipelineStep):
+    """Every edge of the run, in this one task: union-find, and each stage task's duplicates to its own file."""
+
+    name = "deduplicate: clusters"
+    type = "tpt dedup"
+
+    def __init__(self, dedup: Deduplication, shuffle: str, tasks: int):
+        super().__init__()
+        self.dedup, self.shuffle, self.tasks = dedup, shuffle, tasks
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
+        shuffle = Folder(self.shuffle)
+        names = shuffle.glob(f"{EDGES}/part-*.jsonl")
+        edges = (Edge(_read_member(a), _read_member(b), similarity)
+                 for content in shuffle.read_many(names) for a, b, similarity in map(json.loads, content.splitlines()))
+        parts: defaultdict[int, list[str]] = defaultdict(list)
+        for duplicate in decide(edges):
+            line = json.dumps([_member(duplicate.member), _member(duplicate.kept), *duplicate[2:]]) + "\n"
+            owner, keeper = part_of(duplicate.member.id, self.tasks), part_of(duplicate.kept.id, self.tasks)
+            parts[owner].append(line)
+            if self.dedup.attach_copies and keeper != owner:  # the kept record's task reads the copy too
+                parts[keeper].append(line)
+            self.stat_update(duplicate.kind)
+        with writing(shuffle.url_of(f"{DUPLICATES}/*.jsonl")):
+            for part in range(self.tasks):
+                shuffle.write_text(f"{DUPLICATES}/{part_name(part)}.jsonl", "".join(parts[part]))
+
+
+class ApplyDedup(PipelineStep):
+    """This task's spilled documents with their duplicates applied: set aside (drop), marked, or carried as copies."""
+
+    name = "deduplicate"
+    type = "tpt dedup"
+
+    def __init__(self, dedup: Deduplication, shuffle: str):
+        super().__init__()
+        self.dedup, self.shuffle = dedup, shuffle
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator:
+        shuffle, spill = Folder(self.shuffle), _spill(self.shuffle)
+        mine: dict[str, Duplicate] = {}
+        copies: defaultdict[str, list[Duplicate]] = defaultdict(list)
+        for line in shuffle.read_text(f"{DUPLICATES}/{part_name(rank)}.jsonl").splitlines():
+            duplicate = _read_duplicate(line)
+            if part_of(duplicate.member.id, world_size) == rank:
+                mine[duplicate.member.id] = duplicate
+            if self.dedup.attach_copies and part_of(duplicate.kept.id, world_size) == rank:
+                copies[duplicate.kept.id].append(duplicate)
+        for _, entry in spill.scan(part_name(rank)):
+            document = Document(**entry)
+            if is_reject(document):
+                yield document
+                continue
+            record = from_document(document)
+            duplicate = mine.get(record.id)
+            if duplicate is not None and self.dedup.attach_copies:
+                continue  # the kept record's task writes it, with the kept thinking
+            item = self.dedup.apply(record, duplicate)
+            if record.id in copies:
+                item = item.replace(copies=self._copies(spill, copies[record.id]))
+            self.stat_update(getattr(item, "reason", "kept"))
+            yield to_document(item)
+
+    def _copies(self, spill: JsonLinesStore, duplicates: list[Duplicate]) -> list:
+        """The copies of a kept record, read from the spill files they lie in, marked as copies."""
+        duplicates = sorted(duplicates, key=lambda duplicate: duplicate.member.id)
+        entries = spill.fetch([duplicate.member.where for duplicate in duplicates])
+        return [self.dedup.apply(from_document(Document(**entry)), duplicate) for entry, duplicate in zip(entries, duplicates)]
+
+
+def _spill(shuffle: str) -> JsonLinesStore:
+    return JsonLinesStore(Folder(shuffle).url_of(SPILL))
+
+
+def _member(member: Member) -> list:
+    return [*member[:4], list(member.where) if member.where is not None else None]
+
+
+def _read_member(fields: list) -> Member:
+    *head, where = fields
+    return Member(*head, Location(*where) if where is not None else None)
+
+
+def _signature(signature: np.ndarray | None) -> str | None:
+    return base64.b64encode(signature.tobytes()).decode() if signature is not None else None
+
+
+def _read_signature(text: str | None) -> np.ndarray | None:
+    return np.frombuffer(base64.b64decode(text), dtype=np.uint32) if text is not None else None
+
+
+def _read_duplicate(line: str) -> Duplicate:
+    member, kept, *rest = json.loads(line)
+    return Duplicate(_read_member(member), _read_member(kept), *rest)

@@ -1,0 +1,120 @@
+"""From LSH buckets to clusters of duplicates, and which copy of each cluster is kept.
+
+A bucket holds the documents that share a key: the same digest (exact), or
+the same band of their MinHash signatures (near). `bucket_edges` verifies a
+bucket's candidate pairs by their estimated Jaccard; `decide` joins every
+verified edge of the run into clusters by union-find and names, for every
+document but one per cluster, the copy kept in its place.
+
+The kept copy is the same on every engine, worker count and rerun: the copy
+from the source of highest weight, then the smallest id (`Member.rank`).
+Clusters are transitive: A like B and B like C puts A, B and C in one cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+DUPLICATE_TEXT = "duplicate_text"  # the same text after normalisation
+NEAR_DUPLICATE = "near_duplicate"  # a verified near copy (or one linked to the kept copy through near copies)
+PAIRWISE = 1000  # each document of a bucket is compared with (at most) this many before it, by rank
+
+
+class Member(NamedTuple):
+    """A document as deduplication sees it: who it is, how it ranks, and where an engine finds it again."""
+
+    id: str
+    source: str
+    weight: float  # its source's weight
+    digest: str  # the hash of its normalised text
+    where: Any = None  # engine-specific: where the record can be read back (datatrove: its place in a spill file)
+
+    @property
+    def rank(self) -> tuple[float, str]:
+        """Lower is kept: the heaviest source first, then the smallest id."""
+        return -self.weight, self.id
+
+
+class Edge(NamedTuple):
+    """Two documents found to be duplicates, and their estimated Jaccard similarity."""
+
+    a: Member
+    b: Member
+    similarity: float
+
+
+class Duplicate(NamedTuple):
+    """A document that is not kept: the copy kept in its place, what kind of copy it is, and how similar."""
+
+    member: Member
+    kept: Member
+    kind: str  # DUPLICATE_TEXT or NEAR_DUPLICATE
+    similarity: float  # the estimated Jaccard similarity with `neighbour` (1.0 for the same text)
+    neighbour: str  # the id of the document it was found similar to: the kept one where they were compared
+
+
+def exact_edges(members: list[Member]) -> list[Edge]:
+    """A bucket of one digest: every member is a duplicate of the first by rank."""
+    first, *others = sorted(members, key=Member.rank.fget)
+    return [Edge(first, other, 1.0) for other in others]
+
+
+def near_edges(entries: list[tuple[Member, np.ndarray]], threshold: float, one_per_digest: bool) -> list[Edge]:
+    """A band's bucket: each pair whose estimated Jaccard reaches `threshold`. With `one_per_digest` (exact
+    deduplication links same-text copies already), one member per digest takes part."""
+    entries = sorted(entries, key=lambda entry: entry[0].rank)
+    if one_per_digest:
+        entries = list({member.digest: (member, signature) for member, signature in reversed(entries)}.values())[::-1]
+    if len(entries) < 2:
+        return []
+    signatures = np.stack([signature for _, signature in entries])
+    edges = []
+    for i in range(1, len(entries)):
+        earlier = signatures[:min(i, PAIRWISE)]
+        similarities = np.count_nonzero(earlier == signatures[i], axis=1) / signatures.shape[1]
+        for j in np.flatnonzero(similarities >= threshold):
+            edges.append(Edge(entries[j][0], entries[i][0], float(similarities[j])))
+    return edges
+
+
+def decide(edges: Iterable[Edge]) -> Iterator[Duplicate]:
+    """Union-find over every verified edge of the run: each member of a cluster but its kept copy, as a Duplicate.
+
+    The only state gathered in one place is the edges' members, never a document's signature or text."""
+    members: dict[str, Member] = {}
+    parent: dict[str, str] = {}
+    pairs: dict[tuple[str, str], float] = {}
+    closest: dict[str, tuple[float, str]] = {}  # each member's most similar neighbour, ties to the smallest id
+
+    def root(node: str) -> str:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b, score in edges:
+        for member in (a, b):
+            if member.id not in members:
+                members[member.id], parent[member.id] = member, member.id
+        pairs[min(a.id, b.id), max(a.id, b.id)] = score
+        for one, other in ((a, b), (b, a)):
+            best = closest.get(one.id)
+            if best is None or score > best[0] or score == best[0] and other.id < best[1]:
+                closest[one.id] = (score, other.id)
+        ra, rb = root(a.id), root(b.id)
+        if ra != rb:
+            low, high = sorted((ra, rb), key=lambda node: members[node].rank)
+            parent[high] = low
+    for node, member in sorted(members.items()):
+        kept = members[root(node)]
+        if kept.id == node:
+            continue
+        if member.digest == kept.digest:
+            yield Duplicate(member, kept, DUPLICATE_TEXT, 1.0, kept.id)
+        elif (score := pairs.get((min(node, kept.id), max(node, kept.id)))) is not None:
+            yield Duplicate(member, kept, NEAR_DUPLICATE, score, kept.id)
+        else:
+            yield Duplicate(member, kept, NEAR_DUPLICATE, *closest[node])
