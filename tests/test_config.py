@@ -39,7 +39,7 @@ def test_unknown_key_names_the_key_and_the_allowed_keys(tmp_path):
 
 def test_unknown_section_lists_the_sections(tmp_path):
     with pytest.raises(ConfigError, match=r"truncation: unknown key; allowed keys here: "
-                                          r"sources, tokenizer, truncate, output, datatrove, generate, classify"):
+                                          r"sources, tokenizer, truncate, output, dedup, datatrove, generate, classify"):
         load_config(write(tmp_path, "sources: [{name: a, path: a.jsonl}]\ntruncation: {max_doc_tokens: 10}"))
 
 

@@ -157,7 +157,7 @@ def test_bad_input_and_thinking_give_the_same_rejects_ids_and_samples_as_beam(tm
     assert all(sample["thinking_tokens"] > 0 and sample["text"].endswith(sample["thinking"]) for sample in ours["samples"].values())
 
 
-def test_slurm_dry_run_prints_three_dependent_job_arrays_and_submits_nothing(tmp_path, capsys):
+def test_slurm_dry_run_prints_dependent_job_arrays_and_submits_nothing(tmp_path, capsys):
     config = {"sources": [{"name": "books", "path": str(ROOT / "data" / "demo" / "books.jsonl")}]}
     config["datatrove"] = {"logging_dir": str(tmp_path / "logs"), "slurm": {
         "partition": "h100", "time": "02:00:00", "cpus_per_task": 4, "gpus_per_task": 1, "job_name": "tpt-demo"}}
@@ -167,13 +167,16 @@ def test_slurm_dry_run_prints_three_dependent_job_arrays_and_submits_nothing(tmp
     args = ["--engine", "datatrove", "--executor", "slurm", "--output", out]
     assert cli(["run", str(tmp_path / "slurm.yaml"), *args, "--tasks", "16", "--dry-run"]) == 0
     scripts = capsys.readouterr().out.split("# job ")[1:]
-    assert [s.split(":")[0] for s in scripts] == ["tpt-demo-read", "tpt-demo-stages", "tpt-demo-finalize"]
-    for script, array, gpus in zip(scripts, ("0-0", "0-15", "0-0"), (False, True, False)):
+    jobs = ["read", "prepare", "buckets", "clusters", "stages", "finalize"]  # deduplication's three between read and stages
+    assert [s.split(":")[0] for s in scripts] == [f"tpt-demo-{job}" for job in jobs]
+    arrays, gpus_of = ("0-0", "0-15", "0-15", "0-0", "0-15", "0-0"), (False, False, False, False, True, False)
+    for script, array, gpus in zip(scripts, arrays, gpus_of, strict=True):
         assert "#SBATCH --partition=h100\n" in script and "#SBATCH --time=02:00:00\n" in script
         assert "#SBATCH --cpus-per-task=4\n" in script and f"#SBATCH --array={array}\n" in script
         assert ("#SBATCH --gpus=1\n" in script) == gpus
         assert f"source {sys.prefix}/bin/activate" in script and "launch_pickled_pipeline" in script
-    assert "--dependency=afterok:<job id of tpt-demo-read>" in scripts[1]
+    for previous, script in zip(jobs, scripts[1:]):
+        assert f"--dependency=afterok:<job id of tpt-demo-{previous}>" in script
     assert not (tmp_path / "out").exists()
 
     del config["datatrove"]
@@ -192,7 +195,10 @@ def test_slurm_jobs_pickle_as_datatrove_submits_them(demo_config, tmp_path):
     copies = [dill.loads(dill.dumps(executor)) for executor in executors]
     assert [[type(step).__name__ for step in c.pipeline] for c in copies] == [
         ["ReadSources", "ScatterById"],
-        ["GatherById", *("ApplyStage" for _ in build_stages(config)), "WriteParts"],
+        ["GatherById", "ApplyStage", "Sign"],  # truncate, then deduplication's signatures
+        ["VerifyBuckets"],
+        ["Cluster"],
+        ["ApplyDedup", *("ApplyStage" for _ in build_stages(config)[1:]), "WriteParts"],
         ["Finalize"],
     ]
-    assert [c.world_size for c in copies] == [3, 4, 1]
+    assert [c.world_size for c in copies] == [3, 4, 4, 1, 4, 1]

@@ -243,3 +243,13 @@ def test_a_task_that_fails_on_ray_fails_the_run_naming_its_job(cluster, tmp_path
     with pytest.raises(RuntimeError, match=r"2 of 2 Ray task\(s\) of the stages job did not finish .*/stages/logs/"):
         pipeline.run(plan, executor="ray", tasks=TASKS, address=cluster.address)
     assert not (tmp_path / "out" / OutputLayout.summary).exists()
+
+
+def test_ray_keeps_the_same_copies_of_duplicated_text_as_beam(cluster, tmp_path):
+    from tests.test_dedup import outcome, planted_config
+
+    config = planted_config(tmp_path)
+    execute(config.with_output_dir(str(tmp_path / "beam")), "beam", workers=1)
+    execute(config.with_output_dir(str(tmp_path / "ray")), "datatrove", executor="ray", tasks=TASKS, address=cluster.address)
+    found = outcome(tmp_path / "ray")
+    assert found == outcome(tmp_path / "beam") and found["duplicates"]

@@ -31,11 +31,11 @@ class FailOnce(Think):
 
     failed = False
 
-    def _sample(self, pending, entry):
+    def _make_samples(self, pending, entry):
         if pending.request.id == "d05" and not FailOnce.failed:
             FailOnce.failed = True
             raise RuntimeError("injected failure")
-        return super()._sample(pending, entry)
+        return super()._make_samples(pending, entry)
 
 
 def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server, tmp_path):  # noqa: F811  (the fixture)

@@ -1,0 +1,295 @@
+"""Deduplication before generation: the same text and near copies, across sources, the teacher asked once per cluster."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.corpus import plant_duplicates
+from tests.conftest import write_jsonl
+from tests.test_pipeline_beam import run_cli
+from tpt.config import ConfigError, DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
+from tpt.dedup import Deduplication, Member, decide
+from tpt.dedup.clusters import Edge, near_edges
+from tpt.dedup.signature import digest, shingles
+from tpt.io.output import OutputLayout, read_rejects
+from tpt.run import execute
+from tpt.schema import Record
+
+WEIGHTS = {"web": 1.0, "mirror": 2.0, "crawl": 1.0, "portal": 1.0}
+
+
+def clusters_of(duplicates) -> set[frozenset[str]]:
+    """The clusters (kept id and its duplicates' ids) that `decide` found."""
+    members = defaultdict(set)
+    for duplicate in duplicates:
+        members[duplicate.kept.id] |= {duplicate.kept.id, duplicate.member.id}
+    return {frozenset(ids) for ids in members.values()}
+
+
+def in_process(dedup: Deduplication, records: list[Record]) -> set[frozenset[str]]:
+    """Deduplication's steps by hand, each bucket grouped in memory as an engine's shuffle would group it."""
+    buckets = defaultdict(list)
+    for record in records:
+        for bucket, entry in dedup.entries(record):
+            buckets[bucket].append(entry)
+    return clusters_of(decide(edge for bucket, entries in buckets.items() for edge in dedup.edges(bucket, entries)))
+
+
+def test_normalisation_decides_what_counts_as_the_same_text():
+    config = NormalizeConfig()
+    assert digest("Caf\u00e9  au\tlait\n", config) == digest("Cafe\u0301 au lait", config)  # NFC, whitespace
+    assert digest("Café au lait", config) != digest("café au lait", config)
+    assert digest("Café au lait", NormalizeConfig(lowercase=True)) == digest("café au lait", NormalizeConfig(lowercase=True))
+    assert digest("a  b", NormalizeConfig(whitespace=False)) != digest("a b", NormalizeConfig(whitespace=False))
+    assert shingles("One two Three four", 2) == ["one two", "two three", "three four"]
+    assert shingles("Too short", 5) == ["too short"]
+
+
+def test_clusters_equal_datasketch_minhash_lsh_on_the_same_texts():
+    """The clusters of tpt's buckets, pairs and union-find equal those of datasketch's own MinHashLSH (queried for
+    every text, candidates verified at the same estimated Jaccard, joined by union-find), on the same texts,
+    shingles and parameters."""
+    import xxhash
+    from datasketch import MinHash, MinHashLSH
+
+    planted = plant_duplicates(60, seed=3)
+    records = [Record(row["id"], name, row["text"]) for name, rows in planted.sources.items() for row in rows]
+    texts = {record.id: record.text for record in records}
+    config = DedupConfig()
+    ours = in_process(Deduplication(config, WEIGHTS, thinks=False), records)
+
+    minhash = config.minhash
+    lsh = MinHashLSH(threshold=minhash.jaccard_threshold, num_perm=minhash.permutations,
+                     params=(minhash.num_buckets, minhash.hashes_per_bucket))
+    signatures = {}
+    for record in records:
+        signature = MinHash(num_perm=minhash.permutations, seed=minhash.seed, hashfunc=xxhash.xxh32_intdigest)
+        signature.update_batch(shingles(record.text, minhash.n_grams))
+        lsh.insert(record.id, signature)
+        signatures[record.id] = signature
+    parent = {key: key for key in signatures}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            key = parent[key]
+        return key
+
+    for key, signature in signatures.items():
+        for other in lsh.query(signature):
+            if other != key and signature.jaccard(signatures[other]) >= minhash.jaccard_threshold:
+                parent[root(other)] = root(key)
+    components = defaultdict(set)
+    for key in signatures:
+        components[root(key)].add(key)
+    theirs = {frozenset(ids) for ids in components.values() if len(ids) > 1}
+
+    assert ours == theirs
+    similar = [pair for pair in planted.near if jaccard(*(texts[key] for key in pair)) >= 0.9]
+    assert len(similar) >= 5 and all(any(set(pair) <= cluster for cluster in ours) for pair in [*planted.exact, *similar])
+    assert max(map(len, ours)) >= 3  # a bucket holds more than a pair
+
+
+def jaccard(a: str, b: str) -> float:
+    """The true Jaccard similarity of two texts' shingles."""
+    left, right = set(shingles(a, 5)), set(shingles(b, 5))
+    return len(left & right) / len(left | right)
+
+
+def member(key: str, source: str, weight: float, text: str = "") -> Member:
+    return Member(key, source, weight, digest(text or key, NormalizeConfig()))
+
+
+def test_the_kept_copy_is_the_heaviest_sources_then_the_smallest_id_and_clusters_are_transitive():
+    a, b, c = member("a", "web", 1.0), member("b", "books", 3.0), member("c", "web", 1.0)
+    x, y = member("y", "web", 1.0, "same"), member("x", "web", 1.0, "same")
+    edges = [Edge(a, c, 0.9), Edge(c, b, 0.85), Edge(x, y, 1.0)]
+    for order in (edges, edges[::-1]):
+        found = {duplicate.member.id: duplicate for duplicate in decide(order)}
+        assert {key: (d.kept.id, d.kind) for key, d in found.items()} == {
+            "a": ("b", "near_duplicate"), "c": ("b", "near_duplicate"), "y": ("x", "duplicate_text")}
+        assert (found["c"].similarity, found["c"].neighbour) == (0.85, "b")  # compared with the kept copy itself
+        assert (found["a"].similarity, found["a"].neighbour) == (0.9, "c")  # joined to it through c
+
+
+def test_every_pair_of_a_bucket_is_verified_not_only_those_with_its_first_member():
+    """a and c are each like b but not like each other; b is not first by rank, yet both its pairs are found."""
+    import numpy as np
+
+    hub = np.arange(112, dtype=np.uint32)
+    left, right = hub.copy(), hub.copy()
+    left[:20] += 1000  # 92 of 112 values agree with the hub: an estimated Jaccard of 0.82
+    right[20:40] += 1000  # the same, but 72 of 112 with `left`: 0.64
+    a, b, c = (member(key, "web", 1.0) for key in "abc")
+    edges = near_edges([(c, right), (b, hub), (a, left)], threshold=0.8, one_per_digest=True)
+    assert {(edge.a.id, edge.b.id, round(edge.similarity, 2)) for edge in edges} == {("a", "b", 0.82), ("b", "c", 0.82)}
+
+
+@pytest.mark.parametrize("minhash, key", [
+    ({"num_perm": 100}, "dedup.minhash.num_perm: must equal num_buckets x hashes_per_bucket = 14 x 8 = 112, got 100"),
+    ({"num_buckets": 10, "hashes_per_bucket": 4, "num_perm": 112}, "dedup.minhash.num_perm: must equal"),
+    ({"jaccard_threshold": 0}, "dedup.minhash.jaccard_threshold: Input should be greater than 0"),
+    ({"jaccard_threshold": 1.5}, "dedup.minhash.jaccard_threshold: Input should be less than or equal to 1"),
+])
+def test_bad_parameters_are_refused_before_the_run_naming_the_key(tmp_path, minhash, key):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"sources": [{"name": "a", "path": str(write_jsonl(tmp_path / "a.jsonl", []))}],
+                                  "dedup": {"minhash": minhash}}))
+    with pytest.raises(ConfigError, match=key.replace("(", r"\(")):
+        load_config(config)
+    result = run_cli("run", str(config), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and key in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def planted_config(folder: Path, originals: int = 24, **updates) -> PipelineConfig:
+    paths = plant_duplicates(originals, max_words=400).write(folder)
+    sources = [SourceConfig(name=name, path=str(path), weight=WEIGHTS[name]) for name, path in paths.items()]
+    return PipelineConfig(sources=sources, output={"parts": 3}, **updates)
+
+
+def outcome(out: Path) -> dict:
+    """What a run decided: the ids written, and each duplicate set aside with its kept copy and kind."""
+    layout = OutputLayout(out)
+    rejects = read_rejects(layout)
+    return {
+        "written": sorted(pq.read_table(out / "manifest.parquet", columns=["id"]).column("id").to_pylist()),
+        "duplicates": sorted((r["id"], r["duplicate_of"], r["reason"]) for r in rejects if r["stage"] == "deduplicate"),
+    }
+
+
+@pytest.mark.slow
+def test_the_same_copies_are_kept_on_every_engine_task_count_and_rerun(tmp_path):
+    config = planted_config(tmp_path)
+    runs = {
+        "beam": ("beam", {"workers": 2}),
+        "datatrove-1": ("datatrove", {"workers": 1, "tasks": 1}),
+        "datatrove-3": ("datatrove", {"workers": 2, "tasks": 3}),
+    }
+    outcomes = {}
+    for name, (engine, options) in runs.items():
+        summary = execute(config.with_output_dir(str(tmp_path / name)), engine, **options)
+        outcomes[name] = outcome(tmp_path / name)
+        assert summary["totals"]["read"] == summary["totals"]["written"] + summary["totals"]["rejected"]
+    execute(config.with_output_dir(str(tmp_path / "beam")), "beam", workers=1)  # a rerun
+    outcomes["beam rerun"] = outcome(tmp_path / "beam")
+
+    reference = outcomes.pop("beam")
+    assert all(found == reference for found in outcomes.values())
+    planted = plant_duplicates(24, max_words=400)
+    # an exact copy in the heavier `mirror` source is kept over its original in `web`
+    assert set(planted.exact) <= {(key, kept) for key, kept, reason in reference["duplicates"] if reason == "duplicate_text"}
+    near = {frozenset((key, kept)) for key, kept, reason in reference["duplicates"] if reason == "near_duplicate"}
+    assert len(near & set(map(frozenset, planted.near))) >= len(planted.near) // 2  # near copies are found
+    assert not set(planted.controls) & {key for key, *_ in reference["duplicates"]}  # a shared template is not a copy
+    summary = json.loads((tmp_path / "datatrove-3" / "summary.json").read_text())["stages"]["deduplicate"]
+    assert summary["clusters"] == len({kept for _, kept, _ in reference["duplicates"]}) and summary["largest_cluster"] >= 2
+    assert summary["duplicates_per_source"]["web"]["duplicate_text"] == len(planted.exact)
+
+
+def teacher_section(teacher) -> GenerateConfig:
+    return GenerateConfig(backend="openai", model="teacher", openai={"base_urls": [teacher.url]}, temperature=0.0, max_new_tokens=32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, options", [("beam", {"workers": 1}), ("datatrove", {"workers": 2, "tasks": 2})])
+def test_reuse_writes_each_copy_with_its_kept_documents_thinking_and_asks_once_per_cluster(tmp_path, teacher, engine, options):
+    from tests.test_pipeline_beam import read_shards
+
+    config = planted_config(tmp_path, originals=12, dedup=DedupConfig(duplicates="reuse"), generate=teacher_section(teacher))
+    texts = {row["id"]: row["text"] for rows in plant_duplicates(12, max_words=400).sources.values() for row in rows}
+    teacher.reset()
+    summary = execute(config.with_output_dir(str(tmp_path / "out")), engine, **options)
+    asked = teacher.stats()["requests"]
+
+    samples = {sample["id"]: sample for sample in read_shards(tmp_path / "out", WEIGHTS)}
+    manifest = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    copies = [row for row in manifest if row["duplicate_of"] is not None]
+    assert summary["totals"]["rejected"] == 0 and len(samples) == summary["totals"]["read"]  # every copy is written
+    assert {row["duplicate_kind"] for row in copies} == {"duplicate_text", "near_duplicate"}
+    thinking_tokens = {row["id"]: row["thinking_tokens"] for row in manifest}
+    for row in copies:
+        copy, kept = samples[row["id"]], samples[row["duplicate_of"]]
+        assert copy["thinking"] == kept["thinking"] and copy["thinking"]
+        document, separator, thinking = copy["text"].rpartition("\n\n" + copy["thinking"])
+        assert texts[row["id"]].startswith(document) and separator and not thinking  # [d; t] with its own d
+        assert row["thinking_tokens"] == thinking_tokens[row["duplicate_of"]]
+    assert asked == len(manifest) - len(copies)  # one request per cluster, none for a copy
+    assert summary["stages"]["think"]["samples_reusing_thinking"] == len(copies)
+
+
+@pytest.mark.slow
+def test_a_rerun_with_a_source_that_copies_earlier_text_asks_nothing_for_it(tmp_path, teacher):
+    """The copy in the new, heavier source becomes its cluster's kept document, and finds the stored thinking by
+    what was asked, not by its id."""
+    planted = plant_duplicates(9)
+    web = write_jsonl(tmp_path / "web.jsonl", planted.sources["web"])
+    copies = [{"id": f"re-{row['id']}", "text": row["text"]} for row in planted.sources["web"][:5]]
+    reposted = write_jsonl(tmp_path / "reposted.jsonl", copies)
+    first = PipelineConfig(sources=[SourceConfig(name="web", path=str(web))], generate=teacher_section(teacher),
+                           output={"dir": str(tmp_path / "out")})
+    teacher.reset()
+    execute(first, "beam", workers=1)
+    assert teacher.stats()["requests"] == len(planted.sources["web"])
+
+    second = first.model_copy(update={"sources": [*first.sources, SourceConfig(name="reposted", path=str(reposted), weight=2.0)]})
+    teacher.reset()
+    summary = execute(second, "datatrove", workers=2, tasks=2)
+    assert teacher.stats()["requests"] == 0
+    assert summary["sources"]["reposted"]["written"] == 5 and summary["sources"]["web"]["rejects"]["deduplicate"] == {"duplicate_text": 5}
+    assert summary["stages"]["think"]["requests_resumed"] == len(planted.sources["web"])
+
+
+@pytest.mark.slow
+def test_a_corpus_without_duplicates_gives_the_same_bytes_with_dedup_on_or_off(tmp_path, demo_config):
+    runs = {}
+    for name, dedup in (("on", DedupConfig()), ("off", DedupConfig(exact=False, near=False))):
+        config = demo_config.model_copy(update={"dedup": dedup}).with_output_dir(str(tmp_path / name))
+        summary = execute(config, "beam", workers=2)
+        assert summary["totals"]["rejected"] == 0
+        runs[name] = {str(path.relative_to(tmp_path / name)): path.read_bytes()
+                      for path in sorted((tmp_path / name).rglob("*")) if path.is_file() and path.name != "summary.json"}
+    assert runs["on"] == runs["off"] and any(name.startswith("mds/") for name in runs["on"])
+    assert "manifest.parquet" in runs["on"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["beam", "datatrove"])
+def test_killed_mid_generation_with_duplicates_then_rerun_asks_once_per_cluster(engine, tmp_path):
+    """SIGKILL with requests in flight, then a rerun against a fresh server: the rerun asks for exactly the kept
+    documents the store lacked, each is stored once, and every document, copies included, is in the shards once."""
+    from benchmarks.simulator import SimulatedServer
+    from tests.test_pipeline_beam import read_streams
+    from tests.test_think_resume import results, tpt_run
+
+    planted = plant_duplicates(20)
+    paths = planted.write(tmp_path)
+    ids = sorted(row["id"] for rows in planted.sources.values() for row in rows)
+    out = tmp_path / "out"
+
+    def config(url: str) -> str:
+        path = tmp_path / "config.yaml"
+        path.write_text(json.dumps({
+            "sources": [{"name": name, "path": str(file), "weight": WEIGHTS[name]} for name, file in paths.items()],
+            "truncate": {"max_doc_tokens": 128}, "dedup": {"duplicates": "reuse"},
+            "generate": {"backend": "openai", "model": "teacher", "chat": True, "max_new_tokens": 1000, "max_in_flight": 8,
+                         "openai": {"base_urls": [url]}, "store": {"flush_every_docs": 1}}}))
+        return str(path)
+
+    with SimulatedServer(slots=4, rate=2000, mean_tokens=300) as first:
+        tpt_run(config(first.url), out, kill_when=lambda: sum(results(out).values()) >= 6, engine=engine)
+    stored = results(out)
+    assert max(stored.values()) == 1
+    with SimulatedServer(slots=4, rate=2000, mean_tokens=300) as second:
+        tpt_run(config(second.url), out, engine=engine)
+        asked_again = second.stats()["requests"]
+    kept_ids = sorted(row["id"] for row in pq.read_table(out / "manifest.parquet").to_pylist() if row["duplicate_of"] is None)
+    assert 6 <= len(stored) < len(kept_ids) < len(ids)  # the kill landed mid-generation; copies were not asked
+    assert asked_again == len(kept_ids) - len(stored)  # only what the store lacked
+    assert results(out) == dict.fromkeys(kept_ids, 1)
+    _, samples = read_streams(str(out))
+    assert sorted(sample["id"] for sample in samples) == ids
