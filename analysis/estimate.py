@@ -9,6 +9,13 @@ sample of the sample run: its thinking is capped at its class's max_new_tokens
 and counts samples_per_document times. Projection per source = documents × kept
 share × mean per document, with a 95% interval from the standard error of the
 mean (normal approximation).
+
+Deduplication: copies that reuse a kept document's thinking (`dedup.duplicates:
+reuse`) count as training tokens but generate none. The duplicates the sample
+run found (set aside or reused) are what deduplication saves: per source, their
+share of the documents read × the corpus's documents × the source's mean
+thinking and prompt tokens. A sample drawn from the start of each source sees
+the copies that fall inside it only, so on a large corpus the saving is a lower bound.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import pyarrow.parquet as pq
 
 from tpt.analysis.runs import AnalysisError, Run, connect
 from tpt.config import GenerateConfig, PipelineConfig, SourceConfig
+from tpt.dedup import DUPLICATE_TEXT, NEAR_DUPLICATE, STAGE
 from tpt.generate.budgets import Budgets
 from tpt.io.read import file_format, list_files
 from tpt.progress import Progress
@@ -36,7 +44,8 @@ _SAMPLES = """
 SELECT source, domain, domain_score, audience, audience_score, reasoning, reasoning_score,
        coalesce(thinking_tokens, 0) AS thinking,
        coalesce(sample_tokens, coalesce(kept_tokens, 0) + coalesce(thinking_tokens, 0)) AS training,
-       CASE WHEN finish_reason = 'length' THEN thinking_budget END AS cut_at
+       CASE WHEN finish_reason = 'length' THEN thinking_budget END AS cut_at,
+       coalesce(kept_tokens, 0) AS prompt, duplicate_of IS NOT NULL AS copy
 FROM samples
 """
 LABELS = ("domain", "domain_score", "audience", "audience_score", "reasoning", "reasoning_score")
@@ -79,6 +88,7 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
     """
     measured = budgeted(config.generate, connect([run]).sql(_SAMPLES).to_arrow_table().to_pydict())
     sources, totals = {}, {"documents": 0, "samples": 0.0, "thinking_tokens": [0.0, 0.0, 0.0], "training_tokens": [0.0, 0.0, 0.0]}
+    saved = {"duplicates": 0.0, "thinking_tokens": [0.0, 0.0, 0.0], "prompt_tokens": [0.0, 0.0, 0.0]}
     scale = np.zeros(len(measured["source"]))  # corpus documents each sample stands for
     for source in config.sources:
         documents = corpus[source.name]["documents"]
@@ -93,9 +103,18 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
         entry = {
             "documents": documents, "bytes": corpus[source.name]["bytes"], "sample_documents_read": read, "sample_samples": samples,
             "kept_share": kept, "samples": documents * kept * float(measured["samples"][mine].mean()),
-            "thinking_tokens": _interval(documents * kept, measured["thinking"][mine]),
+            "thinking_tokens": _interval(documents * kept, measured["generated"][mine]),
             "training_tokens": _interval(documents * kept, measured["training"][mine]),
         }
+        copies = _duplicates(run, source.name)
+        if copies:
+            asked = mine & ~measured["copy"]
+            entry["duplicate_share"] = copies / read
+            entry["saved"] = {"thinking_tokens": _interval(documents * copies / read, measured["generated"][asked]),
+                              "prompt_tokens": _interval(documents * copies / read, measured["prompt"][asked])}
+            saved["duplicates"] += documents * copies / read
+            for key in ("thinking_tokens", "prompt_tokens"):
+                saved[key] = [a + b for a, b in zip(saved[key], entry["saved"][key])]
         sources[source.name] = entry
         totals["documents"] += documents
         totals["samples"] += entry["samples"]
@@ -107,11 +126,19 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
     result = {"sample_run": str(run.root), "sources": sources, "totals": totals,
               "interval": "95% normal interval of the mean per source (low, estimate, high), summed over sources",
               "generation": _gpu_hours(totals["thinking_tokens"], rate, rate_origin)}
+    if saved["duplicates"]:
+        result["deduplication"] = saved | {"generation": _gpu_hours(saved["thinking_tokens"], rate, rate_origin)}
     if config.generate is not None:
         result["budgets"] = _per_budget(measured, scale)
     if train_tokens_per_second:
         result["training"] = _gpu_hours(totals["training_tokens"], train_tokens_per_second, "given")
     return result
+
+
+def _duplicates(run: Run, source: str) -> int:
+    """The documents of `source` the sample run found to be copies of another: set aside, or written reusing its thinking."""
+    counts = run.summary.get("stages", {}).get(STAGE, {}).get("duplicates_per_source", {}).get(source, {})
+    return sum(count for kind, count in counts.items() if kind in (DUPLICATE_TEXT, NEAR_DUPLICATE))
 
 
 def budgeted(generate: GenerateConfig | None, rows: dict[str, list]) -> dict[str, np.ndarray]:
@@ -128,8 +155,11 @@ def budgeted(generate: GenerateConfig | None, rows: dict[str, list]) -> dict[str
         each = np.array([budget.samples_per_document for budget in budgets], dtype=float)
     capped = np.minimum(thinking, limit)
     cut_at = np.array([np.nan if value is None else value for value in rows["cut_at"]], dtype=float)
+    copy = np.array(rows["copy"], dtype=bool)
     return {"source": np.array(rows["source"], dtype=object), "max_new_tokens": limit, "samples": each,
             "thinking": each * capped, "training": each * (training - thinking + capped),
+            "generated": np.where(copy, 0.0, each * capped),  # a copy's thinking is its kept document's: none generated
+            "prompt": np.array(rows["prompt"], dtype=float), "copy": copy,
             "cut_shorter": cut_at < limit}  # the sample run's budget ran out below this one: its thinking may be longer
 
 

@@ -23,7 +23,7 @@ from tpt.schema import MANIFEST_SCHEMA, SCHEMA_VERSION
 RUN_FILES = ("manifest.parquet", "summary.json")
 # Columns added to schema version 1 after its first manifests were written (with their DuckDB type):
 # an older manifest reads them as null.
-LATER_COLUMNS = {"thinking_budget": "INTEGER"}
+LATER_COLUMNS = {"thinking_budget": "INTEGER", "duplicate_of": "VARCHAR", "duplicate_kind": "VARCHAR", "duplicate_similarity": "FLOAT"}
 
 
 class AnalysisError(ValueError):

@@ -28,9 +28,11 @@ os.environ["RAYON_NUM_THREADS"] = "1"
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -128,7 +130,7 @@ def quality(originals: int, folder: Path) -> dict:
         "clusters (documents kept)": results["on"]["written"],
         **{f"teacher requests, dedup {name}": run["requests"] for name, run in results.items()},
         "documents read": results["on"]["read"],
-        **{f"run seconds, dedup {name}": round(run["seconds"], 1) for name, run in results.items()},
+        **{f"run seconds, dedup {name}": f"{run['seconds']:.1f}" for name, run in results.items()},
     }
 
 
@@ -138,6 +140,8 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=300, help="original documents of the planted corpus")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.basicConfig(level=logging.ERROR)  # the engines' own notices: keep the output to the figures
     rates = signature_rates(args.documents, args.rounds)
     print(f"signatures, {args.documents} documents of ~2k tokens, docs/s per core (CPU time, fastest of {args.rounds}):")
     print(f"  tpt (digest + MinHash + bands)      {rates['tpt']:8.1f}")

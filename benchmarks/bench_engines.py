@@ -1,4 +1,4 @@
-"""Documents/s of the CPU stages (read -> deduplicate -> truncate -> write, finalize) on Beam and on datatrove.
+"""Documents/s of the CPU stages (read -> one per id -> truncate -> deduplicate -> write, finalize) on Beam and datatrove.
 
     python benchmarks/bench_engines.py [--documents 2000] [--rounds 3]
 
@@ -7,7 +7,9 @@ two files: Beam on the DirectRunner (multi_processing, 2 workers), datatrove on
 the local executor (2 tasks, 2 workers) and datatrove on Ray (2 tasks on a
 local Ray cluster of 2 CPUs, started before the clock starts: its start-up is
 printed apart), each timed end to end from the call to the summary on disk,
-with the engines' modules imported before the clock, as the floor's are.
+with the engines' modules imported before the clock, as the floor's are. Each
+engine runs with text deduplication (the default) and without it: its cost is
+the ratio of the two.
 
 The floors, measured in the same run: the bare primitives of bench_cpu_stages
 (json + batched encode + MDSWriter in a tight loop) on one core, twice that
@@ -45,6 +47,7 @@ WORKERS = 2
 ONE_CORE, BOTH_CORES = "bare primitives, 1 core", "bare primitives, 2 cores at once"
 BEAM, DATATROVE, RAY = "Beam DirectRunner, 2 workers", "datatrove local, 2 tasks", "datatrove Ray, 2 tasks"
 ONE_EACH = ", one document per file"
+NO_DEDUP = ", no deduplication"
 
 
 def split(corpus: Path, folder: Path, files: int) -> Path:
@@ -63,11 +66,12 @@ def run_bare_forked(files: list[Path], out: Path) -> int:
         return sum(pool.starmap(run_bare, [(file, out / file.stem) for file in files]))
 
 
-def engine_config(parts: Path, out: Path) -> PipelineConfig:
+def engine_config(parts: Path, out: Path, dedup: bool) -> PipelineConfig:
     return PipelineConfig.model_validate({
         "sources": [{"name": "bench", "path": str(parts / "part*.jsonl")}],
         "truncate": {"max_doc_tokens": MAX_TOKENS, "batch_size": BATCH},
         "output": {"dir": str(out), "parts": WORKERS},
+        "dedup": {"exact": dedup, "near": dedup},
     })
 
 
@@ -99,9 +103,9 @@ def start_ray() -> float:
     return time.perf_counter() - started
 
 
-def on(engine: Callable[[PipelineConfig], int]) -> Callable[[Path, Path], int]:
+def on(engine: Callable[[PipelineConfig], int], dedup: bool = True) -> Callable[[Path, Path], int]:
     """An engine as a run of the files in one folder into another."""
-    return lambda parts, out: engine(engine_config(parts, out))
+    return lambda parts, out: engine(engine_config(parts, out, dedup))
 
 
 def engine_runs(engines: dict[str, Callable[[PipelineConfig], int]], parts: Path, one_each: Path, documents: int) -> dict:
@@ -109,6 +113,7 @@ def engine_runs(engines: dict[str, Callable[[PipelineConfig], int]], parts: Path
     for name, engine in engines.items():
         runs[f"{name}{ONE_EACH}"] = (on(engine), one_each, WORKERS)
         runs[name] = (on(engine), parts, documents)
+        runs[f"{name}{NO_DEDUP}"] = (on(engine, dedup=False), parts, documents)
     return runs
 
 
@@ -138,15 +143,17 @@ def main() -> None:
         seconds |= fastest(engine_runs({RAY: run_ray}, parts, one_each, n), args.rounds, tmp / "ray")
     rate = {name: n / took for name, took in seconds.items() if not name.endswith(ONE_EACH)}
     ideal = 2 * rate[ONE_CORE]
-    print(f"documents: {n:,} of ~2k teacher tokens in {WORKERS} files; read -> truncate -> write, end to end; "
+    print(f"documents: {n:,} of ~2k teacher tokens in {WORKERS} files; read -> truncate -> deduplicate -> write, end to end; "
           f"fastest of {args.rounds} rounds")
     print(f"  {ONE_CORE:<34}{rate[ONE_CORE]:8.1f} docs/s")
     print(f"  {'ideal 2 cores (2 x 1 core)':<34}{ideal:8.1f} docs/s")
     print(f"  {BOTH_CORES:<34}{rate[BOTH_CORES]:8.1f} docs/s  ({rate[BOTH_CORES] / ideal:.2f} of the ideal)")
-    print(f"  {'engine':<32}{'docs/s':>8}{'of ideal':>10}{'of 2-core bare':>16}{'start+stop':>12}")
+    print(f"  {'engine':<32}{'docs/s':>8}{'of ideal':>10}{'of 2-core bare':>16}{'start+stop':>12}"
+          f"{'no dedup docs/s':>17}{'dedup adds':>12}")
     for name in (BEAM, DATATROVE, RAY):
         print(f"  {name:<32}{rate[name]:8.1f}{rate[name] / ideal:10.2f}{rate[name] / rate[BOTH_CORES]:16.2f}"
-              f"{seconds[name + ONE_EACH]:11.1f}s")
+              f"{seconds[name + ONE_EACH]:11.1f}s{rate[name + NO_DEDUP]:17.1f}"
+              f"{seconds[name] / seconds[name + NO_DEDUP] - 1:11.0%}")
     print(f"ratio datatrove / Beam: {rate[DATATROVE] / rate[BEAM]:.2f}; Ray / datatrove local: {rate[RAY] / rate[DATATROVE]:.2f}; "
           f"of the 2-core ideal: Beam {rate[BEAM] / ideal:.2f}, datatrove {rate[DATATROVE] / ideal:.2f}, Ray {rate[RAY] / ideal:.2f}")
     print(f"(start+stop: a run of one document per file. The local Ray cluster took {ray_start:.1f} s to start, "

@@ -293,3 +293,27 @@ def test_killed_mid_generation_with_duplicates_then_rerun_asks_once_per_cluster(
     assert results(out) == dict.fromkeys(kept_ids, 1)
     _, samples = read_streams(str(out))
     assert sorted(sample["id"] for sample in samples) == ids
+
+
+@pytest.mark.slow
+def test_estimate_counts_what_deduplication_saved(tmp_path, teacher, capsys):
+    """The sample run is the whole corpus, so the saving is each source's copies times its mean thinking (and prompt)."""
+    import yaml
+
+    from tpt.cli import main
+
+    config = planted_config(tmp_path, originals=12, generate=teacher_section(teacher))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    summary = execute(config.with_output_dir(str(tmp_path / "run")), "beam", workers=1)
+    assert main(["estimate", str(tmp_path / "config.yaml"), "--from", str(tmp_path / "run"), "--tokens-per-second", "10",
+                 "--json", str(tmp_path / "estimate.json")]) == 0
+    saved = json.loads((tmp_path / "estimate.json").read_text())["deduplication"]
+
+    manifest = pq.read_table(tmp_path / "run" / "manifest.parquet").to_pylist()
+    copies = {source: sum(counts.values()) for source, counts in summary["stages"]["deduplicate"]["duplicates_per_source"].items()}
+    expected = sum(count * sum(row["thinking_tokens"] for row in manifest if row["source"] == source)
+                   / sum(row["source"] == source for row in manifest) for source, count in copies.items())
+    assert saved["duplicates"] == sum(copies.values()) > 0
+    assert saved["thinking_tokens"][1] == pytest.approx(expected)
+    assert saved["generation"]["gpu_hours"][1] == pytest.approx(expected / 10 / 3600)
+    assert "documents are copies, never sent to the teacher" in capsys.readouterr().out

@@ -93,6 +93,13 @@ def render(result: dict) -> str:
         if short:
             lines.append(f"  {short:,} samples ran out of a smaller budget in the sample run than the config gives them: "
                          "the estimate may be too low")
+    if "deduplication" in result:
+        saved = result["deduplication"]
+        lines.append(f"\n  deduplication: {compact(saved['duplicates'])} documents are copies, never sent to the teacher; "
+                     f"it saves {span(saved['thinking_tokens'])} thinking and {span(saved['prompt_tokens'])} prompt tokens")
+        if saved["generation"]["gpu_hours"] is not None:
+            low, mid, high = saved["generation"]["gpu_hours"]
+            lines.append(f"  and {_hours(mid)} ({_hours(low)}–{_hours(high)}) generation GPU-hours")
     for stage in ("generation", "training"):
         if stage in result:
             cost = result[stage]
