@@ -1,4 +1,4 @@
-"""A benchmark corpus of ~2k-token real-text documents, made by joining demo documents."""
+"""Benchmark corpora of real text: ~2k-token documents joined from the demo's paragraphs, and one with planted duplicates."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ def demo_texts() -> list[str]:
 
 
 def write_corpus(path: Path, documents: int, chars: int = 9000, seed: int = 0) -> Path:
-    """`documents` JSONL rows of about `chars` characters (~2k teacher tokens) each, joined from random demo texts."""
+    """`documents` JSONL rows of about `chars` characters (~2k teacher tokens) each, joined from random paragraphs of
+    the demo texts: no two alike, even cut to the teacher's budget, so deduplication sets none aside."""
     rng = random.Random(seed)
-    texts = demo_texts()
+    paragraphs = [paragraph for text in demo_texts() for paragraph in text.split("\n\n") if 80 <= len(paragraph) <= 1500]
     with open(path, "w", encoding="utf-8") as stream:
         for number in range(documents):
             parts, size = [], 0
             while size < chars:
-                parts.append(rng.choice(texts))
+                parts.append(rng.choice(paragraphs))
                 size += len(parts[-1])
             stream.write(json.dumps({"id": f"doc-{number}", "text": "\n\n".join(parts)[:chars]}) + "\n")
     return path

@@ -14,7 +14,7 @@ from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
 from tpt.config import SourceConfig
-from tpt.dedup import Deduplication, decide
+from tpt.dedup import Deduplication, Member, decide
 from tpt.dedup.ids import keep_one
 from tpt.io.output import part_name, part_of
 from tpt.io.read import read_file
@@ -187,7 +187,7 @@ class Deduplicate(beam.PTransform):
         duplicates = (
             signed[ENTRIES]
             | "GroupByBucket" >> beam.GroupByKey()
-            | "VerifyPairs" >> beam.FlatMapTuple(lambda bucket, entries: dedup.edges(bucket, list(entries)))
+            | "VerifyPairs" >> beam.FlatMapTuple(lambda bucket, entries: dedup.edges(bucket, [(Member(*m), s) for m, s in entries]))
             | "GatherEdges" >> beam.combiners.ToList()
             | "Cluster" >> beam.FlatMap(lambda edges: ((duplicate.member.id, duplicate) for duplicate in decide(edges)))
         )
@@ -218,8 +218,8 @@ class _Sign(beam.DoFn):
         self.progress = Progress(self.dedup.name, beacons=self.beacons)
 
     def process(self, record: Record) -> Iterator:
-        for entry in self.dedup.entries(record):
-            yield pvalue.TaggedOutput(ENTRIES, entry)
+        for bucket, (member, signature) in self.dedup.entries(record):  # plain tuples: Beam encodes them without pickle
+            yield pvalue.TaggedOutput(ENTRIES, (bucket, (tuple(member), signature)))
         self.progress.update(1)
         yield record.id, record
 

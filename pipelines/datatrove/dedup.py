@@ -26,7 +26,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack
 
-import numpy as np
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
@@ -181,12 +180,12 @@ def _read_member(fields: list) -> Member:
     return Member(*head, Location(*where) if where is not None else None)
 
 
-def _signature(signature: np.ndarray | None) -> str | None:
-    return base64.b64encode(signature.tobytes()).decode() if signature is not None else None
+def _signature(signature: bytes | None) -> str | None:
+    return base64.b64encode(signature).decode() if signature is not None else None
 
 
-def _read_signature(text: str | None) -> np.ndarray | None:
-    return np.frombuffer(base64.b64decode(text), dtype=np.uint32) if text is not None else None
+def _read_signature(text: str | None) -> bytes | None:
+    return base64.b64decode(text) if text is not None else None
 
 
 def _read_duplicate(line: str) -> Duplicate:

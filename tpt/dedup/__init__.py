@@ -29,8 +29,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-import numpy as np
-
 from tpt.config import DedupConfig
 from tpt.dedup.clusters import DUPLICATE_TEXT, NEAR_DUPLICATE, Duplicate, Edge, Member, decide, exact_edges, near_edges
 from tpt.dedup.ids import STAGE
@@ -43,7 +41,7 @@ __all__ = ["DUPLICATE_TEXT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplic
 EXACT = "exact:"  # the bucket key of a digest; a band's key starts with its number
 OWN = ("read", "truncate", STAGE)  # the stages whose fields a copy keeps as its own
 
-Entry = tuple[Member, "np.ndarray | None"]  # a member of a bucket, with its signature in a band's bucket
+Entry = tuple[Member, "bytes | None"]  # a member of a bucket, with its signature (uint32 values) in a band's bucket
 
 
 def with_kept_fields(copy: Record, kept: Record) -> Record:
@@ -71,7 +69,7 @@ class Deduplication:
         member = self.member(record, where)
         entries: list[tuple[str, Entry]] = [(EXACT + member.digest, (member, None))] if self.config.exact else []
         if self.config.near and (signature := self._signer.signature(record.text)) is not None:
-            entries += [(band, (member, signature)) for band in self._signer.bands(signature)]
+            entries += [(band, (member, signature.tobytes())) for band in self._signer.bands(signature)]
         return entries
 
     def edges(self, bucket: str, entries: list[Entry]) -> list[Edge]:

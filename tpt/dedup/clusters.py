@@ -62,15 +62,16 @@ def exact_edges(members: list[Member]) -> list[Edge]:
     return [Edge(first, other, 1.0) for other in others]
 
 
-def near_edges(entries: list[tuple[Member, np.ndarray]], threshold: float, one_per_digest: bool) -> list[Edge]:
-    """A band's bucket: each pair whose estimated Jaccard reaches `threshold`. With `one_per_digest` (exact
-    deduplication links same-text copies already), one member per digest takes part."""
+def near_edges(entries: list[tuple[Member, bytes]], threshold: float, one_per_digest: bool) -> list[Edge]:
+    """A band's bucket: each pair whose estimated Jaccard reaches `threshold` (signatures as the bytes of their
+    uint32 values). With `one_per_digest` (exact deduplication links same-text copies already), one member per
+    digest takes part."""
     entries = sorted(entries, key=lambda entry: entry[0].rank)
     if one_per_digest:
         entries = list({member.digest: (member, signature) for member, signature in reversed(entries)}.values())[::-1]
     if len(entries) < 2:
         return []
-    signatures = np.stack([signature for _, signature in entries])
+    signatures = np.frombuffer(b"".join(signature for _, signature in entries), dtype=np.uint32).reshape(len(entries), -1)
     edges = []
     for i in range(1, len(entries)):
         earlier = signatures[:min(i, PAIRWISE)]
