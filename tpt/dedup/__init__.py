@@ -102,15 +102,16 @@ class Deduplication:
                 duplicates[reject["source"]][reject["reason"]] += 1
                 if reject.get("duplicate_of"):
                     kept_ids[reject["duplicate_of"]] += 1
-        if layout.exists(layout.manifest):
-            written = layout.read_parquet(layout.manifest, columns=["source", "duplicate_of", "duplicate_kind"]).to_pylist()
-            for row in written:
-                if row["duplicate_of"] is not None:
-                    duplicates[row["source"]][row["duplicate_kind"]] += 1
-                    kept_ids[row["duplicate_of"]] += 1
+        if layout.exists(layout.manifest):  # reuse: the copies written, one row per sample
+            import pyarrow.compute as pc
+
+            written = layout.read_parquet(layout.manifest, columns=["source", "duplicate_of", "duplicate_kind"])
+            for row in written.filter(pc.is_valid(written.column("duplicate_of"))).to_pylist():
+                duplicates[row["source"]][row["duplicate_kind"]] += 1
+                kept_ids[row["duplicate_of"]] += 1
         return {
             "duplicates": self.config.duplicates,
             "duplicates_per_source": {source: dict(sorted(kinds.items())) for source, kinds in sorted(duplicates.items())},
             "clusters": len(kept_ids),
-            "largest_cluster": 1 + max(kept_ids.values(), default=0) if kept_ids else 0,
+            "largest_cluster": 1 + max(kept_ids.values()) if kept_ids else 0,
         }

@@ -313,12 +313,14 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
 def _samples_asked(layout: OutputLayout) -> tuple[int, int]:
     """The samples the think stage asked for (those with thinking in the shards, and those it set aside), and the
     copies that took a kept document's thinking instead of asking."""
+    import pyarrow.compute as pc  # here, not in every worker that imports the stage
+
     asked = reused = 0
     if layout.exists(layout.manifest):
-        for row in layout.read_parquet(layout.manifest, columns=["finish_reason", "duplicate_of"]).to_pylist():
-            if row["finish_reason"] is not None:
-                asked += row["duplicate_of"] is None
-                reused += row["duplicate_of"] is not None
+        written = layout.read_parquet(layout.manifest, columns=["finish_reason", "duplicate_of"])
+        thought, copy = pc.is_valid(written.column("finish_reason")), pc.is_valid(written.column("duplicate_of"))
+        reused = pc.sum(pc.and_(thought, copy)).as_py() or 0
+        asked = (pc.sum(thought).as_py() or 0) - reused
     for reject in read_rejects(layout):
         if reject["stage"] == Think.name:
             asked += reject.get("duplicate_of") is None
