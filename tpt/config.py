@@ -26,18 +26,26 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no infinite or NaN numbers anywhere: none of them can work (a NaN weight, an infinite temperature)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(Section):
     """One input corpus; its weight becomes the Composer stream's proportion or repeat."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # names its folders: mds/<name>/, rejects/<name>/
     path: str  # a local path, a glob, or an fsspec URL (gs://, s3://, https://)
     format: Literal["jsonl", "parquet"] | None = None  # None: from the file extension
     text_field: str = "text"
     id_field: str | None = "id"  # None, or absent in a row: a content hash of source + text
     weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_of_its_own(cls, value: str) -> str:
+        if value.startswith("."):
+            raise ValueError(f"{value!r} cannot name a folder of its own (mds/{value}/): start it with a letter, digit, _ or -")
+        return value
 
 
 class TruncateConfig(Section):
@@ -60,7 +68,9 @@ class OutputConfig(Section):
     @field_validator("size_limit")
     @classmethod
     def _size(cls, value: int | str) -> int | str:
-        parse_size(value)
+        if not 0 < parse_size(value) <= MAX_SHARD_BYTES:
+            raise ValueError(f"a shard size must be more than 0 and at most 4GiB (MDS indexes a shard's samples with "
+                             f"32-bit offsets); got {value!r}")
         return value
 
     @field_validator("columns")
@@ -278,6 +288,10 @@ class PipelineConfig(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        folded = [n.casefold() for n in names]
+        alike = sorted(n for n in names if folded.count(n.casefold()) > 1)
+        if alike:  # one folder on a case-insensitive filesystem (macOS, Windows)
+            raise ValueError(f"source names must differ in more than case; these differ only in case: {', '.join(alike)}")
         return self
 
     @model_validator(mode="after")
@@ -317,6 +331,7 @@ def _invalid(problems: list[tuple[tuple[str | int, ...], str]]) -> ValidationErr
         for loc, problem in problems])
 
 
+MAX_SHARD_BYTES = 2**32
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
@@ -337,10 +352,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     for source in raw.get("sources") or ():
@@ -351,6 +363,50 @@ def load_config(path: str | Path) -> PipelineConfig:
     except ValidationError as error:
         problems = "\n".join(f"  {describe_error(PipelineConfig, e)}" for e in error.errors())
         raise ConfigError(f"{path}: invalid config\n{problems}") from None
+
+
+MAX_DEPTH = 32  # levels of nesting in a config; the deepest tpt reads is 5
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping, where plain YAML keeps the last and hides a mistake."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` brings keys that this mapping may override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path) -> Any:
+    """A config file's YAML: a key given twice, or nesting deeper than any config has, is a ConfigError naming the file."""
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (a config is a few levels deep)") from None
+    deep = _too_deep(raw, ())
+    if deep is not None:
+        named = deep[:max((i + 1 for i, part in enumerate(deep) if isinstance(part, str)), default=0)]  # up to its last key
+        raise ConfigError(f"{path}: {'.'.join(map(str, named)) or '(top level)'}: nested more than {MAX_DEPTH} levels deep")
+    return raw
+
+
+def _too_deep(value: Any, key: tuple) -> tuple | None:
+    """Where `value` nests more than MAX_DEPTH levels (the keys and indices down to there), or None."""
+    if len(key) > MAX_DEPTH:
+        return key
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((deep for name, child in children if (deep := _too_deep(child, (*key, name))) is not None), None)
 
 
 def _resolve(location: str, base: Path) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from tpt.config import ConfigError, Section, describe_error
+from tpt.config import ConfigError, Section, describe_error, load_yaml
 
 
 class ModelConfig(Section):
@@ -182,10 +182,7 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such training YAML")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     for override in overrides:
