@@ -14,6 +14,7 @@ from typing import Any
 
 from tpt.config import PipelineConfig
 from tpt.io.output import OutputLayout, write_part, write_rejects
+from tpt.io.owned import check_owned, mark
 from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, RunProgress, track_run
@@ -21,6 +22,9 @@ from tpt.run.failures import writing
 from tpt.schema import Record, Reject
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
+
+
+RUN = "tpt run"  # the owner of a run's output folder (tpt.io.owned)
 
 
 @dataclass
@@ -38,6 +42,7 @@ class RunPlan:
         if not config.output.dir:
             raise ValueError("no output folder: pass --output or set output.dir in the config")
         layout = OutputLayout(config.output.dir)
+        check_owned(layout, RUN, written_before_markers=_run_before_markers)  # before anything is read or written
         config = config.with_output_dir(layout.url)
         files = list_inputs(config.sources)
         stages = build_stages(config)
@@ -68,6 +73,7 @@ class RunPlan:
         one publishes; OUT/thinking/ keeps its results)."""
         self.recover()
         self.layout.remove(STAGING)
+        mark(self.layout, RUN)
 
     def progress(self) -> RunProgress:
         return track_run(self.config, self.stages, self.files)
@@ -85,3 +91,11 @@ class RunPlan:
         from tpt.io.finalize import finalize  # here: every worker unpickles the plan, none finalizes
 
         return finalize(self.layout, self.config, self.stages, wall_seconds, engine)
+
+
+def _run_before_markers(layout: OutputLayout) -> bool:
+    """A run folder an older tpt wrote: a finished run's summary, or a run's staging folder."""
+    try:
+        return "schema_version" in layout.read_json(layout.summary)
+    except (OSError, ValueError, TypeError):
+        return layout.exists(STAGING)
