@@ -124,3 +124,41 @@ def test_the_largest_shard_size_an_mds_shard_can_index_is_taken(tmp_path):
 
 def test_a_key_may_override_what_a_yaml_merge_brings(tmp_path):
     assert load_config(write(tmp_path, "sources: [{<<: {name: a, path: x}, name: b}]")).sources[0].name == "b"
+
+
+def test_every_relative_path_in_a_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    """One rule: sources, output.dir, datatrove.logging_dir, the tokenizer, the model, the prompt, the taxonomy and
+    the classifier models given as relative paths are read beside the config file, wherever tpt runs from."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(write(folder, "sources: [{name: a, path: a.jsonl}]\ntokenizer: tok\noutput: {dir: out}\n"
+                                       "datatrove: {logging_dir: logs}\n"
+                                       "generate: {model: teacher, prompt: prompts/mine.txt}\n"
+                                       "classify: {taxonomy: taxonomy.yaml, models: {domain: models, audience: starter}}\n"))
+    assert config.sources[0].path == str(folder / "a.jsonl")
+    assert (config.output.dir, config.datatrove.logging_dir) == (str(folder / "out"), str(folder / "logs"))
+    assert (config.tokenizer, config.generate.model, config.generate.prompt) == (
+        str(folder / "tok"), str(folder / "teacher"), str(folder / "prompts" / "mine.txt"))
+    assert (config.classify.taxonomy, config.classify.models.domain) == (str(folder / "taxonomy.yaml"), str(folder / "models"))
+    assert (config.classify.models.audience, config.classify.models.reasoning) == ("starter", "starter")  # names, not paths
+
+
+def test_names_urls_and_absolute_paths_are_kept_as_they_are(tmp_path):
+    config = load_config(write(tmp_path, "sources: [{name: a, path: 'gs://b/a.jsonl'}]\ntokenizer: embedded\n"
+                                         f"output: {{dir: {tmp_path / 'abs'}}}\n"
+                                         "generate: {backend: openai, model: Qwen/Qwen3-8B, prompt: random_focus}\n"))
+    assert (config.sources[0].path, config.tokenizer, config.output.dir) == ("gs://b/a.jsonl", "embedded", str(tmp_path / "abs"))
+    assert (config.generate.model, config.generate.prompt) == ("Qwen/Qwen3-8B", "random_focus")
+
+
+def test_a_path_found_only_in_the_current_folder_still_works_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Configs written when output.dir and the model paths were read from the current folder keep working
+    (an existing run folder keeps its thinking), and the warning names the rule."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(write(folder, "sources: [{name: a, path: a.jsonl}]\noutput: {dir: out}\n"))
+    assert config.output.dir == str(tmp_path / "out")
+    assert "output.dir: out is not beside the config file" in caplog.text and "relative to the config file" in caplog.text

@@ -348,16 +348,14 @@ def parse_size(value: int | str) -> int:
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline config; relative source paths resolve against the file."""
+    """Read and validate a pipeline config; its relative paths resolve against the file (`resolve_paths`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    for source in raw.get("sources") or ():
-        if isinstance(source, dict) and isinstance(source.get("path"), str):
-            source["path"] = _resolve(source["path"], path.parent)
+    resolve_paths(raw, path)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
@@ -409,10 +407,57 @@ def _too_deep(value: Any, key: tuple) -> tuple | None:
     return next((deep for name, child in children if (deep := _too_deep(child, (*key, name))) is not None), None)
 
 
-def _resolve(location: str, base: Path) -> str:
-    if "://" in location or Path(location).is_absolute():
+def resolve_paths(raw: dict[str, Any], config_file: Path) -> None:
+    """Make the relative paths of a raw config absolute, in place: one rule, relative to the config file's folder.
+
+    A key that takes a name or a path (`tokenizer: embedded`, `prompt: default`) keeps its names. A path found
+    only in the current folder, as output.dir and the model paths were read before, is kept, with a warning.
+    """
+    base = config_file.parent
+    for source in raw.get("sources") or ():
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _beside(source["path"], base)
+    generate = raw.get("generate") if isinstance(raw.get("generate"), dict) else {}
+    keys = [("output", "dir"), ("datatrove", "logging_dir"), ("tokenizer",), ("generate", "prompt"),
+            ("classify", "taxonomy"), *(("classify", "models", axis) for axis in AXES)]
+    if generate.get("backend", "transformers") != "openai":  # the openai backend's model is the served model's name
+        keys.append(("generate", "model"))
+    for key in keys:
+        *sections, name = key
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        if isinstance(value, str) and value not in _names_of(key):
+            node[name] = _beside(value, base, key=".".join(key), config_file=config_file)
+
+
+# keys that take a name or a path, and their names
+PATH_NAMES = {("tokenizer",): {"embedded"}, ("generate", "model"): {"embedded"}, ("classify", "taxonomy"): {"default"},
+              **{("classify", "models", axis): {"starter"} for axis in AXES}}
+
+
+def _names_of(key: tuple[str, ...]) -> set[str]:
+    if key == ("generate", "prompt"):
+        from tpt.generate.prompts import packaged_templates
+
+        return set(packaged_templates())
+    return PATH_NAMES.get(key, set())
+
+
+def _beside(location: str, base: Path, key: str | None = None, config_file: Path | None = None) -> str:
+    """`location` made absolute against `base`: kept if a URL or absolute. With `key`, a path that exists only
+    relative to the current folder is kept there, with a warning."""
+    if "://" in location or Path(location).expanduser().is_absolute():
         return location
-    return str((base / location).resolve())
+    beside = (base / location).resolve()
+    if key and not beside.exists() and Path(location).exists():
+        here = Path(location).resolve()
+        log.warning("%s: %s: %s is not beside the config file but in the current folder; paths in a config are "
+                    "relative to the config file: write %s (the one in the current folder is read this time)",
+                    config_file, key, location, here)
+        return str(here)
+    return str(beside)
 
 
 def describe_error(model: type[BaseModel], error: dict[str, Any]) -> str:
