@@ -92,6 +92,7 @@ class EvalTaskConfig(Section):
     path: str  # the evaluation split, JSONL (data/gsm8k/test.jsonl)
     fewshot_path: str | None = None  # where the few-shot examples come from (data/gsm8k/train.jsonl)
     num_fewshot: int = Field(default=0, ge=0)
+    fewshot_seed: int = 1234  # drawn per question as lm-eval draws them; 1234 is its default (the last value of --seed)
     limit: int | None = Field(default=None, gt=0)  # the first N problems only
     generate: bool = False  # also greedy answers and their exact match (worth it once the model can do arithmetic)
     max_new_tokens: int = Field(default=256, gt=0)
