@@ -176,6 +176,8 @@ class Think(Stage):
         reason = postprocess.finish_reason(entry["raw"], entry["finish_reason"])
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
         sample = record.replace(id=request_id)
+        if "\x00" in thinking:  # never in the shards, as the reader sets aside documents holding one (tpt.io.read)
+            return Reject.of(sample, self.name, "nul_bytes", f"the thinking contains NUL characters ({len(thinking):,} characters)")
         if flags and self.config.flagged == "reject":
             return Reject.of(sample, self.name, f"thinking_{flags[0]}",
                              f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
