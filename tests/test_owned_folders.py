@@ -92,3 +92,27 @@ def test_the_teacher_conversion_refuses_a_cache_folder_it_did_not_write(tmp_path
     with pytest.raises(NotOwned, match="holds files tpt did not write"):
         embedded_teacher_dir()
     assert snapshot(mine) == before
+
+
+def test_classifier_training_refuses_a_folder_it_did_not_write_and_retrains_into_its_own(tmp_path):
+    from tpt.classify.labelset import LabelledDoc
+    from tpt.classify.taxonomy import load_taxonomy
+    from tpt.classify.train import train_classifiers
+    from tpt.config import FastTextConfig
+    from tpt.io.owned import NotOwned
+
+    pairs = [("The cat sat on the mat.", "everyday_life"), ("Prove that x + 1 > x.", "mathematics")] * 3
+    docs = [LabelledDoc(f"d{i}", text, {"domain": domain, "audience": "school", "reasoning": "basic"})
+            for i, (text, domain) in enumerate(pairs)]
+    params = FastTextConfig(bucket=0, word_ngrams=1, min_count=1, validation=0)
+    mine = users_folder(tmp_path / "mine")
+    (mine / "domain.bin").write_text("my own model")
+    before = snapshot(mine)
+    with pytest.raises(NotOwned, match="holds files tpt did not write"):
+        train_classifiers(docs, load_taxonomy(), params, mine)
+    assert snapshot(mine) == before
+    models = tmp_path / "models"
+    for _ in range(2):
+        report = train_classifiers(docs, load_taxonomy(), params, models)
+        written = [".tpt-owner", "metrics.json", *(axis["model"] for axis in report["axes"].values())]
+        assert sorted(p.name for p in models.iterdir()) == sorted(written)
