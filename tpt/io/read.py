@@ -172,7 +172,8 @@ def _parquet_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _
             raise pa.ArrowInvalid(f"not a readable Parquet file: {error}") from error
         names = parquet.schema_arrow.names
         columns = [c for c in (source.text_field, source.id_field) if c and c in names]
-        text_column = names.index(source.text_field) if source.text_field in names else None
+        leaves = [parquet.metadata.schema.column(i).path for i in range(parquet.metadata.num_columns)]
+        text_column = leaves.index(source.text_field) if source.text_field in leaves else None
         total, number = max(parquet.metadata.num_rows, 1), 0
         for group in range(parquet.num_row_groups):
             metadata = parquet.metadata.row_group(group)
