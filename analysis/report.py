@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from tpt.analysis import html, plots
-from tpt.analysis.atomic import replacing_dir
 from tpt.analysis.confidence import apply_min_confidence
 from tpt.analysis.runs import Run, connect
 from tpt.analysis.stats import analyse
 from tpt.classify.taxonomy import AXES
+from tpt.io.owned import replacing_folder
 
 REPORT_PAGE = "report.html"
 
@@ -39,7 +39,7 @@ def write_report(runs: list[Run], output: Path, threads: int | None = None, **co
     """Compute and write the whole report folder; returns the statistics (`confidence`: see `build`)."""
     result = build(runs, threads, **confidence)
     figures = plots.render_all(result)
-    with replacing_dir(Path(output), marker=REPORT_PAGE) as staging:
+    with replacing_folder(output, "tpt report", written_before_markers=lambda folder: folder.exists(REPORT_PAGE)) as staging:
         (staging / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
         for name, rows in {**{axis: result["axes"][axis] for axis in AXES}, "sources": result["sources"]}.items():
             write_csv(rows, staging / f"{name}.csv")

@@ -5,6 +5,7 @@ tokens), and `tpt report` / `tpt estimate` show and use them."""
 from __future__ import annotations
 
 import json
+import math
 
 import pyarrow.parquet as pq
 import pytest
@@ -62,6 +63,13 @@ def test_first_matching_rule_wins_else_the_top_level(tmp_path):
     assert budgets.of(labelled("e", "history", audience="expert")) == Budget(5, 1)
     assert budgets.of(labelled("f", "history", audience="expert", score=0.4)) == Budget(3, 1)  # below min_confidence
     assert budgets.of(Record("g", "web", "unclassified")) == Budget(3, 1)
+
+
+def test_min_confidence_is_at_least(tmp_path):
+    """A score exactly at a rule's min_confidence matches it; the next float below does not."""
+    budgets = Budgets(load_config(write(tmp_path, BUDGETS)).generate)
+    assert budgets.of(labelled("h", "history", audience="expert", score=0.5)) == Budget(5, 1)
+    assert budgets.of(labelled("i", "history", audience="expert", score=math.nextafter(0.5, 0))) == Budget(3, 1)
 
 
 @pytest.mark.parametrize(("rules", "expected"), [

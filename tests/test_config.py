@@ -92,3 +92,73 @@ def test_missing_config_file(tmp_path):
 @pytest.mark.parametrize(("value", "size"), [(1024, 1024), ("64mb", 64_000_000), ("1GiB", 2**30), ("1.5kb", 1500)])
 def test_parse_size(value, size):
     assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sources: [{name: a, path: x, weight: .inf}]", "sources.0.weight: Input should be a finite number"),
+    ("sources: [{name: a, path: x, weight: .nan}]", "sources.0.weight: Input should be a finite number"),
+    ("sources: [{name: a, path: x}]\ngenerate: {temperature: .inf}", "generate.temperature: Input should be a finite number"),
+    ("sources: [{name: a, path: x}]\ngenerate: {openai: {timeout: .nan}}", "generate.openai.timeout: Input should be a finite number"),
+    ("sources: [{name: a, path: x}]\noutput: {size_limit: -1}", "output.size_limit: Value error, a shard size must be"),
+    ("sources: [{name: a, path: x}]\noutput: {size_limit: 0b}", "output.size_limit: Value error, a shard size must be"),
+    ("sources: [{name: a, path: x}]\noutput: {size_limit: 100000000000000000000000}", "output.size_limit: Value error, a shard"),
+    ("sources: [{name: a, path: x}]\noutput: {size_limit: 9000tb}", "output.size_limit: Value error, a shard size must be"),
+    ("sources: [{name: ., path: x}]", "sources.0.name: Value error, '.' cannot name a folder of its own"),
+    ("sources: [{name: .., path: x}]", "sources.0.name: Value error, '..' cannot name a folder of its own"),
+    ("sources: [{name: web, path: x}, {name: Web, path: y}]", "differ only in case: Web, web"),
+    ("sources: [{name: a, path: x, weight: 1, weight: 2}]", "key 'weight' is given twice in one mapping (lines 1 and 1)"),
+    ("sources: [{name: a, path: x}]\noutput: {parts: 2}\noutput: {parts: 3}", "key 'output' is given twice in one mapping (lines 2 and 3)"),
+    ("sources: " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("sources: [{name: a, path: x, id_field: " + "[" * 40 + "]" * 40 + "}]", "sources.0.id_field: nested more than 32 levels deep"),
+])
+def test_values_that_cannot_work_are_refused_with_the_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert expected in str(error.value)
+
+
+def test_the_largest_shard_size_an_mds_shard_can_index_is_taken(tmp_path):
+    config = load_config(write(tmp_path, "sources: [{name: a, path: x}]\noutput: {size_limit: 4GiB}"))
+    assert parse_size(config.output.size_limit) == 2**32
+
+
+def test_a_key_may_override_what_a_yaml_merge_brings(tmp_path):
+    assert load_config(write(tmp_path, "sources: [{<<: {name: a, path: x}, name: b}]")).sources[0].name == "b"
+
+
+def test_every_relative_path_in_a_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    """One rule: sources, output.dir, datatrove.logging_dir, the tokenizer, the model, the prompt, the taxonomy and
+    the classifier models given as relative paths are read beside the config file, wherever tpt runs from."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(write(folder, "sources: [{name: a, path: a.jsonl}]\ntokenizer: tok\noutput: {dir: out}\n"
+                                       "datatrove: {logging_dir: logs}\n"
+                                       "generate: {model: teacher, prompt: prompts/mine.txt}\n"
+                                       "classify: {taxonomy: taxonomy.yaml, models: {domain: models, audience: starter}}\n"))
+    assert config.sources[0].path == str(folder / "a.jsonl")
+    assert (config.output.dir, config.datatrove.logging_dir) == (str(folder / "out"), str(folder / "logs"))
+    assert (config.tokenizer, config.generate.model, config.generate.prompt) == (
+        str(folder / "tok"), str(folder / "teacher"), str(folder / "prompts" / "mine.txt"))
+    assert (config.classify.taxonomy, config.classify.models.domain) == (str(folder / "taxonomy.yaml"), str(folder / "models"))
+    assert (config.classify.models.audience, config.classify.models.reasoning) == ("starter", "starter")  # names, not paths
+
+
+def test_names_urls_and_absolute_paths_are_kept_as_they_are(tmp_path):
+    config = load_config(write(tmp_path, "sources: [{name: a, path: 'gs://b/a.jsonl'}]\ntokenizer: embedded\n"
+                                         f"output: {{dir: {tmp_path / 'abs'}}}\n"
+                                         "generate: {backend: openai, model: Qwen/Qwen3-8B, prompt: random_focus}\n"))
+    assert (config.sources[0].path, config.tokenizer, config.output.dir) == ("gs://b/a.jsonl", "embedded", str(tmp_path / "abs"))
+    assert (config.generate.model, config.generate.prompt) == ("Qwen/Qwen3-8B", "random_focus")
+
+
+def test_a_path_found_only_in_the_current_folder_still_works_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Configs written when output.dir and the model paths were read from the current folder keep working
+    (an existing run folder keeps its thinking), and the warning names the rule."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(write(folder, "sources: [{name: a, path: a.jsonl}]\noutput: {dir: out}\n"))
+    assert config.output.dir == str(tmp_path / "out")
+    assert "output.dir: out is not beside the config file" in caplog.text and "relative to the config file" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 
 import pytest
 import torch
@@ -78,3 +79,29 @@ def test_a_bad_checkpoint_is_one_line_and_leaves_the_previous_export(trained, tm
     assert cli.main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "hf")]) == 2
     assert "missing.pt: no such checkpoint" in capsys.readouterr().err
     assert (tmp_path / "hf" / "model.safetensors").read_bytes() == before
+
+
+def test_export_refuses_a_folder_or_file_it_did_not_write(trained, tmp_path, capsys):
+    checkpoint, _, _ = trained
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "own model"}')
+    (tmp_path / "file").write_text("a file of that name")
+    for target, why in ((mine, "holds files tpt did not write"), (tmp_path / "file", "is a file")):
+        assert cli.main(["export", str(checkpoint), str(target)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith(f"tpt export: error: {target}") and why in error[0]
+    assert (mine / "config.json").read_text() == '{"my": "own model"}' and (tmp_path / "file").read_text() == "a file of that name"
+
+
+def test_the_exported_special_tokens_are_the_tokenizers(trained, tmp_path):
+    """generate() stops where training ended documents: config.json and generation_config.json name the eos, bos and
+    pad tokens of the tokenizer the run trained with (<|endoftext|>, not the architecture's defaults)."""
+    checkpoint, _, _ = trained
+    export(checkpoint, tmp_path / "hf")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    assert tokenizer.eos_token == "<|endoftext|>"
+    expected = (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id)
+    for name in ("config.json", "generation_config.json"):
+        ids = json.loads((tmp_path / "hf" / name).read_text())
+        assert (ids.get("eos_token_id"), ids.get("bos_token_id"), ids.get("pad_token_id")) == expected, name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,3 +150,89 @@ def test_a_damaged_file_keeps_what_it_could_read_and_sets_the_rest_aside(tmp_pat
     assert rejects[0].location.startswith(str(path))
     assert [r.id for r in records] == [f"r{i}" for i in range(len(records))] and len(records) < 2000
     assert records or suffix == ".parquet"  # a Parquet file's footer says where its rows are: without it, none
+
+
+def test_a_row_too_deep_or_with_an_over_long_number_is_a_reject_and_the_rest_is_read(tmp_path):
+    """Rows that break the JSON decoder itself (recursion, Python's 4,300-digit limit) are rejects with file:line."""
+    deep = '{"id": "deep", "text": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    long_id = '{"id": ' + "9" * 5000 + ', "text": "a long id"}'
+    path = write_jsonl(tmp_path / "s.jsonl", [ROWS[0], deep, long_id, ROWS[1]])
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    assert [i.id for i in items if isinstance(i, Record)] == ["a", "7"]
+    rejects = [i for i in items if isinstance(i, Reject)]
+    assert [(r.reason, r.location) for r in rejects] == [("malformed_json", f"{path}:2"), ("malformed_json", f"{path}:3")]
+    assert "RecursionError" in rejects[0].detail and "digits" in rejects[1].detail
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_row(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in ROWS).encode())
+    assert [i.id for i in read_all(SourceConfig(name="s", path=str(path)))] == ["a", "7", content_id("s", "gamma")]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst"])
+def test_a_last_row_without_a_newline_is_read(tmp_path, suffix):
+    data = "\n".join(json.dumps(r) for r in ROWS).encode()
+    path = tmp_path / f"s{suffix}"
+    path.write_bytes({".jsonl": bytes, ".jsonl.gz": gzip.compress, ".jsonl.zst": zstandard.compress}[suffix](data))
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    assert [i.text for i in items] == ["alpha", "beta", "gamma"] and all(isinstance(i, Record) for i in items)
+
+
+def damaged_parquet(path, rows: int, groups: int) -> None:
+    """A snappy Parquet file with 200 bytes overwritten in the middle: a data page of a middle row group is corrupt."""
+    table = pa.table({"id": [f"r{i}" for i in range(rows)], "text": [f"row number {i} " * 20 for i in range(rows)]})
+    pq.write_table(table, path, row_group_size=rows // groups, compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 200] = b"\x07" * 200
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_parquet_page_sets_its_row_group_aside_and_the_other_row_groups_are_read(tmp_path):
+    path = tmp_path / "s.parquet"
+    damaged_parquet(path, rows=4000, groups=4)
+    items = read_all(SourceConfig(name="s", path=str(path)))
+    records, rejects = [i for i in items if isinstance(i, Record)], [i for i in items if isinstance(i, Reject)]
+    (reject,) = rejects
+    assert reject.reason == "unreadable_file" and reject.location.startswith(f"{path}:row ")
+    assert "rows 2001-3000" in reject.detail and "Corrupt snappy" in reject.detail
+    assert [r.id for r in records] == [f"r{i}" for i in range(2000)] + [f"r{i}" for i in range(3000, 4000)]
+
+
+def test_a_parquet_string_that_is_not_utf8_is_a_reject_of_its_row_alone(tmp_path):
+    texts = pa.array([b"fine", b"caf\xe9", b"also fine"], pa.binary()).view(pa.string())  # written unchecked
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": texts}), tmp_path / "s.parquet")
+    items = read_all(SourceConfig(name="s", path=str(tmp_path / "s.parquet")))
+    assert [(i.id, i.text) for i in items if isinstance(i, Record)] == [("a", "fine"), ("c", "also fine")]
+    (reject,) = [i for i in items if isinstance(i, Reject)]
+    assert (reject.reason, reject.location) == ("invalid_utf8", f"{tmp_path / 's.parquet'}:row 2")
+
+
+PEAK_RSS = """
+import resource, sys
+from tpt.config import SourceConfig
+from tpt.io.read import read_file
+path = sys.argv[1]
+source = SourceConfig(name="s", path=path)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+items = list(read_file(source, path, 2**20))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print([(type(i).__name__, getattr(i, "reason", None)) for i in items])
+print((after - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_huge_line_is_set_aside_with_memory_bounded_by_max_doc_bytes(tmp_path, suffix):
+    """A 256 MB line (2 MB gzipped) under max_doc_bytes=1 MiB: read past in bounded pieces, never held whole
+    (peak resident memory measured in a process of its own)."""
+    path = tmp_path / f"s{suffix}"
+    with (gzip.open(path, "wb", compresslevel=1) if suffix.endswith("gz") else open(path, "wb")) as stream:
+        stream.write(b'{"id": "ok", "text": "before"}\n{"id": "huge", "text": "')
+        for _ in range(256):
+            stream.write(b"a" * 2**20)
+        stream.write(b'"}\n{"id": "ok2", "text": "after"}\n')
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path)], capture_output=True, text=True, check=True)
+    kinds, grown_mb = result.stdout.splitlines()
+    assert kinds == "[('Record', None), ('Reject', 'too_large'), ('Record', None)]"
+    assert int(grown_mb) < 32, f"reading grew resident memory by {grown_mb} MB"

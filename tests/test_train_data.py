@@ -214,3 +214,25 @@ def test_a_tokens_column_is_used_as_is_and_a_shard_without_text_is_named(tmp_pat
     documents = build_documents(DatasetConfig(streams={"bare": {"local": str(tmp_path / "ids")}}), tokenizer, 1, seed=0)
     with pytest.raises(KeyError, match="id 'doc-without-text'.*no `text` or `tokens` column"):
         list(documents)
+
+
+def test_compressed_shards_are_decompressed_outside_the_run_folder(tmp_path, tokenizer, monkeypatch):
+    """Training on a run folder writes nothing into it (it may be read-only storage, or shared): streaming's
+    decompressed copies go to a cache under the temporary folder, named by the shards they hold."""
+    import tempfile
+
+    from tests.conftest import write_jsonl
+    from tpt.cli import main as tpt
+
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "text": f"Document {i} about the tides."} for i in range(30)])
+    (tmp_path / "config.yaml").write_text("sources: [{name: web, path: docs.jsonl}]\noutput: {parts: 2, compression: zstd}\n")
+    out = tmp_path / "run"
+    assert tpt(["run", str(tmp_path / "config.yaml"), "--output", str(out), "--workers", "1"]) == 0
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    before = sorted(p for p in out.rglob("*"))
+    documents = build_documents(DatasetConfig(streams=str(out / "streams.yaml")), tokenizer, device_batch_size=1, seed=17)
+    assert sorted(StreamingDataset.get_item(documents, i)["id"] for i in range(documents.num_samples)) == sorted(f"d{i}" for i in range(30))
+    assert sorted(p for p in out.rglob("*")) == before
+    assert list((tmp_path / "tmp").rglob("shard.*.mds"))  # decompressed there
+    del documents
+    gc.collect()

@@ -142,3 +142,49 @@ def test_several_eval_sets_need_labels():
 def test_cli_heldout_names_a_missing_input(tmp_path, capsys):
     assert cli.main(["heldout", str(tmp_path / "out"), str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: no such JSONL file" in capsys.readouterr().err
+
+
+# The few-shot examples lm-eval 0.4.13 draws for GSM8K's first three test problems from data/gsm8k/train.jsonl:
+# seen by running its ContextSampler (lm_eval/api/samplers.py) with its default few-shot seed, 1234, on these files.
+LM_EVAL_FEWSHOT = [[6374, 3610, 957, 61, 742], [7462, 6610, 4769, 286, 5501], [5677, 687, 806, 6279, 2905]]
+
+
+def test_few_shot_examples_are_drawn_per_question_as_lm_eval_draws_them():
+    from tpt.train.config import EvalTaskConfig, TokenizerConfig
+    from tpt.train.model import build_tokenizer
+    from tpt.train.tasks import task_dataloaders
+
+    tokenizer = build_tokenizer(TokenizerConfig(name="embedded"))
+    task = EvalTaskConfig(label="gsm8k", path=str(GSM8K), fewshot_path=str(GSM8K.with_name("train.jsonl")), num_fewshot=5, limit=3)
+    scored = task_dataloaders(task, tokenizer, max_seq_len=4096)[""].dataloader.dataset
+    train_problems, problems = read_problems(task.fewshot_path), read_problems(GSM8K, 3)
+    for (context, _), problem, drawn in zip(scored, problems, LM_EVAL_FEWSHOT):
+        expected = prompt_of(problem["question"], [train_problems[i] for i in drawn])
+        assert tokenizer.decode(context, skip_special_tokens=True) == expected
+
+
+def lm_eval_request(task: dict, shots: list[dict], problem: dict) -> tuple[str, str]:
+    """The context and target lm-eval 0.4.13 builds from a task file's fields without a chat template
+    (api/task.py: fewshot_context and build_qa_turn, construct_requests): every shot is doc_to_text, target_delimiter,
+    doc_to_target and fewshot_delimiter, then the problem's doc_to_text; a loglikelihood target is doc_to_target as is."""
+    import jinja2
+
+    def render(field: str, doc: dict) -> str:
+        return jinja2.Template(task[field], keep_trailing_newline=True).render(**doc)
+
+    shots_text = "".join(render("doc_to_text", shot) + task.get("target_delimiter", " ") + render("doc_to_target", shot)
+                         + task.get("fewshot_delimiter", "\n\n") for shot in shots)
+    return shots_text + render("doc_to_text", problem), render("doc_to_target", problem)
+
+
+@pytest.mark.parametrize("name", ["gsm8k_local", "gsm8k_answer_loglik_local"])
+def test_the_lm_eval_task_files_ask_what_tpt_scores(name):
+    """The shipped task files give lm-eval the prompts tpt scores: one space after `Answer:` in every shot."""
+    import yaml
+
+    task = yaml.safe_load((ROOT / "tpt" / "train" / "lm_eval_tasks" / f"{name}.yaml").read_text())
+    shots, (problem,) = read_problems(GSM8K.with_name("train.jsonl"), 2), read_problems(GSM8K, 1)
+    context, target = lm_eval_request(task, shots, problem)
+    assert context == prompt_of(problem["question"], shots) and "Answer:  " not in context
+    if task["output_type"] == "loglikelihood":
+        assert target == f" {problem['answer']}"  # the target tpt scores, after the context

@@ -26,18 +26,26 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no infinite or NaN numbers anywhere: none of them can work (a NaN weight, an infinite temperature)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(Section):
     """One input corpus; its weight becomes the Composer stream's proportion or repeat."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # names its folders: mds/<name>/, rejects/<name>/
     path: str  # a local path, a glob, or an fsspec URL (gs://, s3://, https://)
     format: Literal["jsonl", "parquet"] | None = None  # None: from the file extension
     text_field: str = "text"
     id_field: str | None = "id"  # None, or absent in a row: a content hash of source + text
     weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_of_its_own(cls, value: str) -> str:
+        if value.startswith("."):
+            raise ValueError(f"{value!r} cannot name a folder of its own (mds/{value}/): start it with a letter, digit, _ or -")
+        return value
 
 
 class TruncateConfig(Section):
@@ -60,7 +68,9 @@ class OutputConfig(Section):
     @field_validator("size_limit")
     @classmethod
     def _size(cls, value: int | str) -> int | str:
-        parse_size(value)
+        if not 0 < parse_size(value) <= MAX_SHARD_BYTES:
+            raise ValueError(f"a shard size must be more than 0 and at most 4GiB (MDS indexes a shard's samples with "
+                             f"32-bit offsets); got {value!r}")
         return value
 
     @field_validator("columns")
@@ -326,6 +336,10 @@ class PipelineConfig(Section):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        folded = [n.casefold() for n in names]
+        alike = sorted(n for n in names if folded.count(n.casefold()) > 1)
+        if alike:  # one folder on a case-insensitive filesystem (macOS, Windows)
+            raise ValueError(f"source names must differ in more than case; these differ only in case: {', '.join(alike)}")
         return self
 
     @model_validator(mode="after")
@@ -365,6 +379,7 @@ def _invalid(problems: list[tuple[tuple[str | int, ...], str]], model: type[Base
         for loc, problem in problems])
 
 
+MAX_SHARD_BYTES = 2**32
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
@@ -381,19 +396,14 @@ def parse_size(value: int | str) -> int:
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline config; relative source paths resolve against the file."""
+    """Read and validate a pipeline config; its relative paths resolve against the file (`resolve_paths`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    for source in raw.get("sources") or ():
-        if isinstance(source, dict) and isinstance(source.get("path"), str):
-            source["path"] = _resolve(source["path"], path.parent)
+    resolve_paths(raw, path)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
@@ -401,10 +411,101 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"{path}: invalid config\n{problems}") from None
 
 
-def _resolve(location: str, base: Path) -> str:
-    if "://" in location or Path(location).is_absolute():
+MAX_DEPTH = 32  # levels of nesting in a config; the deepest tpt reads is 5
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping, where plain YAML keeps the last and hides a mistake."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` brings keys that this mapping may override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path) -> Any:
+    """A config file's YAML: a key given twice, or nesting deeper than any config has, is a ConfigError naming the file."""
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (a config is a few levels deep)") from None
+    deep = _too_deep(raw, ())
+    if deep is not None:
+        named = deep[:max((i + 1 for i, part in enumerate(deep) if isinstance(part, str)), default=0)]  # up to its last key
+        raise ConfigError(f"{path}: {'.'.join(map(str, named)) or '(top level)'}: nested more than {MAX_DEPTH} levels deep")
+    return raw
+
+
+def _too_deep(value: Any, key: tuple) -> tuple | None:
+    """Where `value` nests more than MAX_DEPTH levels (the keys and indices down to there), or None."""
+    if len(key) > MAX_DEPTH:
+        return key
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((deep for name, child in children if (deep := _too_deep(child, (*key, name))) is not None), None)
+
+
+def resolve_paths(raw: dict[str, Any], config_file: Path) -> None:
+    """Make the relative paths of a raw config absolute, in place: one rule, relative to the config file's folder.
+
+    A key that takes a name or a path (`tokenizer: embedded`, `prompt: default`) keeps its names. A path found
+    only in the current folder, as output.dir and the model paths were read before, is kept, with a warning.
+    """
+    base = config_file.parent
+    for source in raw.get("sources") or ():
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _beside(source["path"], base)
+    generate = raw.get("generate") if isinstance(raw.get("generate"), dict) else {}
+    keys = [("output", "dir"), ("datatrove", "logging_dir"), ("tokenizer",), ("generate", "prompt"),
+            ("classify", "taxonomy"), *(("classify", "models", axis) for axis in AXES)]
+    if generate.get("backend", "transformers") != "openai":  # the openai backend's model is the served model's name
+        keys.append(("generate", "model"))
+    for key in keys:
+        *sections, name = key
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        if isinstance(value, str) and value not in _names_of(key):
+            node[name] = _beside(value, base, key=".".join(key), config_file=config_file)
+
+
+# keys that take a name or a path, and their names
+PATH_NAMES = {("tokenizer",): {"embedded"}, ("generate", "model"): {"embedded"}, ("classify", "taxonomy"): {"default"},
+              **{("classify", "models", axis): {"starter"} for axis in AXES}}
+
+
+def _names_of(key: tuple[str, ...]) -> set[str]:
+    if key == ("generate", "prompt"):
+        from tpt.generate.prompts import packaged_templates
+
+        return set(packaged_templates())
+    return PATH_NAMES.get(key, set())
+
+
+def _beside(location: str, base: Path, key: str | None = None, config_file: Path | None = None) -> str:
+    """`location` made absolute against `base`: kept if a URL or absolute. With `key`, a path that exists only
+    relative to the current folder is kept there, with a warning."""
+    if "://" in location or Path(location).expanduser().is_absolute():
         return location
-    return str((base / location).resolve())
+    beside = (base / location).resolve()
+    if key and not beside.exists() and Path(location).exists():
+        here = Path(location).resolve()
+        log.warning("%s: %s: %s is not beside the config file but in the current folder; paths in a config are "
+                    "relative to the config file: write %s (the one in the current folder is read this time)",
+                    config_file, key, location, here)
+        return str(here)
+    return str(beside)
 
 
 def describe_error(model: type[BaseModel], error: dict[str, Any]) -> str:

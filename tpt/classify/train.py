@@ -23,6 +23,7 @@ from tpt.classify.model import AxisModel, fasttext_label
 from tpt.classify.normalize import EmptyTextError, normalize
 from tpt.classify.taxonomy import AXES, DEFAULT, DEFAULT_PATH, Taxonomy
 from tpt.config import FastTextConfig
+from tpt.io.owned import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,13 @@ def evaluate(model: AxisModel, docs: list[LabelledDoc], texts: dict[str, str], t
 
 
 def train_classifiers(docs: list[LabelledDoc], taxonomy: Taxonomy, params: FastTextConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Train, save and evaluate the three axis models in `out_dir`; returns (and writes) the metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train, save and evaluate the three axis models in `out_dir`, replaced whole once all are written (and only
+    an earlier output of this command: tpt.io.owned); returns (and writes) the metrics."""
+    with replacing_folder(out_dir, "tpt classifiers train") as staging:
+        return _train_into(docs, taxonomy, params, staging)
+
+
+def _train_into(docs: list[LabelledDoc], taxonomy: Taxonomy, params: FastTextConfig, out_dir: Path) -> dict[str, Any]:
     texts = normalized_texts(docs)
     train, held_out = split(docs, params.validation, params.seed)
     report: dict[str, Any] = {
@@ -101,8 +106,6 @@ def train_axis(axis: str, docs: list[LabelledDoc], texts: dict[str, str], params
     finally:
         train_file.unlink(missing_ok=True)
     path = out_dir / f"{axis}{'.ftz' if quantize else '.bin'}"
-    for stale in (out_dir / f"{axis}.ftz", out_dir / f"{axis}.bin"):
-        stale.unlink(missing_ok=True)  # `model_path` prefers .ftz: never leave an older model beside the new one
     model.save_model(str(path))
     log.info("%s model: %d documents, %d labels -> %s", axis, len(docs), len(model.labels), path)
     return path

@@ -68,14 +68,16 @@ def split(config: Any, pipeline: Any, out: Path) -> None:
 def run_pipeline(config: Any, arm: str, out: Path) -> None:
     """`tpt run` on the training split: without generate (vanilla) or with it (TPT); skipped when its output is up to date."""
     from tpt.cli import build_parser
+    from tpt.config import resolve_paths
 
     raw = yaml.safe_load(Path(config.pipeline).read_text())
+    resolve_paths(raw, Path(config.pipeline))  # the derived config is written elsewhere: its paths absolute
     raw["sources"] = [{**source, "path": str((out / "corpus" / f"{source['name']}.jsonl").resolve()), "format": "jsonl",
                        "text_field": "text", "id_field": "id"} for source in raw["sources"]]
     generate = raw.pop("generate", None)
     if arm == "tpt":
         raw["generate"] = config.generate or generate
-    raw["output"] = {**(raw.get("output") or {}), "dir": str(out / arm / "data")}
+    raw["output"] = {**(raw.get("output") or {}), "dir": str((out / arm / "data").resolve())}
     text = yaml.safe_dump(raw, sort_keys=False)
     path = out / arm / "pipeline.yaml"
     if path.is_file() and path.read_text() == text and (out / arm / "data" / "summary.json").is_file():

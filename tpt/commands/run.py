@@ -21,13 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="output folder (overrides output.dir)")
     parser.add_argument("--engine", choices=list(ENGINES), default="beam", help="pipeline engine (default: beam)")
     parser.add_argument("--workers", type=int,
-                        help="local worker processes (default: CPU count, at most 8); on Slurm, tasks running at once (default: no cap)")
+                        help="local worker processes (0 or none: the CPU count, at most 8); on Slurm, tasks running at once "
+                             "(0 or none: no cap)")
     beam = parser.add_argument_group("beam")
     beam.add_argument("--runner", help="Beam runner: DirectRunner (local worker processes, the default) or DataflowRunner")
     datatrove = parser.add_argument_group("datatrove")
     datatrove.add_argument("--executor", choices=["local", "slurm", "ray"], help="datatrove executor (default: local)")
     datatrove.add_argument("--tasks", type=int,
-                           help="datatrove tasks over document ids (default: one per worker locally, output.parts on Slurm)")
+                           help="datatrove tasks over document ids (0 or none: one per worker locally, output.parts on Slurm)")
     datatrove.add_argument("--dry-run", action="store_true", help="datatrove on Slurm: print the sbatch scripts, submit nothing")
     datatrove.add_argument("--address",
                            help="datatrove on Ray: the cluster's address (default: RAY_ADDRESS, else a local cluster for the run)")

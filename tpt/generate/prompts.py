@@ -18,12 +18,17 @@ PROMPTS = Path(__file__).parent / "prompts"
 FOCUS_POINTS = PROMPTS / "focus_points.txt"
 
 
+def packaged_templates() -> list[str]:
+    """The names of the templates tpt ships."""
+    return sorted(p.stem for p in PROMPTS.glob("*.txt") if p != FOCUS_POINTS)
+
+
 def load_template(name: str) -> str:
     """A packaged template by name ("default", "random_focus") or a template file path."""
     packaged = PROMPTS / f"{name}.txt"
     path = packaged if packaged.is_file() and "/" not in name else Path(name).expanduser()
     if not path.is_file():
-        names = sorted(p.stem for p in PROMPTS.glob("*.txt") if p != FOCUS_POINTS)
+        names = packaged_templates()
         raise FileNotFoundError(f"generate.prompt: no template {name!r}; packaged: {', '.join(names)}, or a path to a .txt file")
     template = path.read_text(encoding="utf-8")
     if "{document}" not in template:

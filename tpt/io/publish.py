@@ -71,7 +71,7 @@ def _swap(layout: OutputLayout) -> None:
         if layout.is_local:
             os.replace(staging.path(name), layout.path(name))
         else:
-            layout.fs.copy(staging.path(name), layout.path(name), recursive=True)
+            staging.copy(name, layout.path(name))
             staging.remove(name)
     layout.remove(PREVIOUS, STAGING, PUBLISHING)
 

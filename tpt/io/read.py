@@ -2,11 +2,15 @@
 
 JSONL (plain, .gz, .zst) and Parquet, on local paths or any fsspec URL. Each
 bad row becomes a `Reject` with its file:line, never an exception that stops
-the run and never a silent skip.
+the run and never a silent skip. A JSONL line is never held longer than
+`max_doc_bytes`, whatever its length or compression: a longer one is read past
+in pieces and set aside. A Parquet row group that cannot be decoded is set
+aside whole, and reading goes on with the next.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -25,8 +29,12 @@ from tpt.schema import Record, Reject, content_id
 STAGE = "read"
 EXCERPT = 200
 LINES_PER_CREDIT = 4096  # how often a JSONL reader reports the bytes it has read
+PASS_OVER = 2**20  # the piece an over-long line is read past in
+PARQUET_BATCH_ROWS = 1024  # at most, and fewer when rows are large: a batch holds about max_doc_bytes of text
 # what a damaged file raises part way: a cut or corrupt .gz / .zst stream, a broken Parquet file
 CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, pa.ArrowInvalid)
+# what decoding one JSON line can raise besides JSONDecodeError: nesting too deep, an integer over Python's digit limit
+UNDECODABLE = (ValueError, RecursionError)
 
 
 def list_files(source: SourceConfig) -> list[str]:
@@ -83,7 +91,7 @@ def read_file(source: SourceConfig, path: str, max_doc_bytes: int,
     """
     credit = _Credit(file_size(path) if on_bytes else 0, on_bytes)
     parquet = file_format(source, path) == "parquet"
-    rows = _parquet_rows(source, path, credit) if parquet else _jsonl_rows(source, path, max_doc_bytes, credit)
+    rows = _parquet_rows(source, path, max_doc_bytes, credit) if parquet else _jsonl_rows(source, path, max_doc_bytes, credit)
     location = f"{path}:start"
     try:
         for location, row in rows:
@@ -110,17 +118,17 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
     opened = fsspec.open(path, mode="rb", compression="infer")
     with opened as raw:
         stored = opened.fobjects[0]  # the file as stored, under any decompression: where reading is, in its bytes
-        # zstandard's reader cannot iterate lines; a buffer over it can
-        stream = io.BufferedReader(raw) if isinstance(raw, zstandard.ZstdDecompressionReader) else raw
-        for number, line in enumerate(stream, start=1):
+        # a buffer reads lines of bounded length from any of them (zstandard's reader and fsspec's remote files cannot)
+        stream = raw if isinstance(raw, gzip.GzipFile) else io.BufferedReader(raw)
+        for number, line, size in _lines(stream, max_doc_bytes):
             if number % LINES_PER_CREDIT == 0:
                 credit.to(stored.tell())
             location = f"{path}:{number}"
-            if not line.strip():
-                continue
-            if len(line) > max_doc_bytes:
+            if size > max_doc_bytes:
                 yield location, _reject(source, location, "too_large",
-                                        f"line of {len(line):,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", line[:EXCERPT])
+                                        f"line of {size:,} bytes exceeds max_doc_bytes={max_doc_bytes:,}", line[:EXCERPT])
+                continue
+            if not line.strip():
                 continue
             try:
                 text = line.decode("utf-8")
@@ -129,8 +137,9 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
                 continue
             try:
                 row = json.loads(text)
-            except json.JSONDecodeError as error:
-                yield location, _reject(source, location, "malformed_json", str(error), line[:EXCERPT])
+            except UNDECODABLE as error:
+                detail = str(error) if isinstance(error, json.JSONDecodeError) else f"{type(error).__name__}: {error}"
+                yield location, _reject(source, location, "malformed_json", detail, line[:EXCERPT])
                 continue
             if not isinstance(row, dict):
                 yield location, _reject(source, location, "malformed_json",
@@ -139,20 +148,67 @@ def _jsonl_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Cr
             yield location, row
 
 
-def _parquet_rows(source: SourceConfig, path: str, credit: _Credit) -> Iterator[tuple[str, dict]]:
+def _lines(stream: io.BufferedIOBase, limit: int) -> Iterator[tuple[int, bytes, int]]:
+    """(number, line, size in bytes) for every line. A line over `limit` bytes is read past in pieces and only
+    its start is kept: no more than `limit` bytes of a line are ever held. A UTF-8 BOM opening the file is dropped."""
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        if number == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8):]
+        size = len(line)
+        if size > limit:
+            ended, line = line.endswith(b"\n"), line[:EXCERPT]
+            while not ended and (piece := stream.readline(PASS_OVER)):
+                size, ended = size + len(piece), piece.endswith(b"\n")
+        yield number, line, size
+
+
+def _parquet_rows(source: SourceConfig, path: str, max_doc_bytes: int, credit: _Credit) -> Iterator[tuple[str, dict | Reject]]:
     with fsspec.open(path, mode="rb") as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except OSError as error:  # pyarrow's word for a footer it cannot parse
             raise pa.ArrowInvalid(f"not a readable Parquet file: {error}") from error
-        names = set(parquet.schema_arrow.names)
+        names = parquet.schema_arrow.names
         columns = [c for c in (source.text_field, source.id_field) if c and c in names]
-        number = 0
-        for batch in parquet.iter_batches(columns=columns or None, batch_size=1024):
-            for row in batch.to_pylist():
-                number += 1
-                yield f"{path}:row {number}", row
-            credit.to(credit.size * number // max(parquet.metadata.num_rows, 1))  # bytes in proportion to rows
+        leaves = [parquet.metadata.schema.column(i).path for i in range(parquet.metadata.num_columns)]
+        text_column = leaves.index(source.text_field) if source.text_field in leaves else None
+        total, number = max(parquet.metadata.num_rows, 1), 0
+        for group in range(parquet.num_row_groups):
+            metadata = parquet.metadata.row_group(group)
+            end = number + metadata.num_rows
+            text_bytes = metadata.column(text_column).total_uncompressed_size if text_column is not None else 0
+            batch_rows = max(1, min(PARQUET_BATCH_ROWS, max_doc_bytes * metadata.num_rows // max(text_bytes, 1)))
+            try:
+                for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns or None):
+                    for row in _batch_rows(source, batch, path, number):
+                        number += 1
+                        yield f"{path}:row {number}", row
+                    credit.to(credit.size * number // total)  # bytes in proportion to rows
+            except (OSError, pa.ArrowException) as error:  # a damaged page: the rest of its row group cannot be read
+                if isinstance(error, (ConnectionError, TimeoutError)):  # the storage, not the file: the task fails and is retried
+                    raise
+                location = f"{path}:row {number + 1}"
+                yield location, _reject(source, location, "unreadable_file",
+                                        f"rows {number + 1}-{end} (row group {group}) cannot be read: {type(error).__name__}: "
+                                        f"{error}; reading goes on at row {end + 1}", "")
+                number = end
+
+
+def _batch_rows(source: SourceConfig, batch: pa.RecordBatch, path: str, before: int) -> list[dict | Reject]:
+    """A Parquet batch's rows, the `before`+1-th first; a row with a string that is not UTF-8 is a reject of its own."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    rows: list[dict | Reject] = []
+    for index in range(batch.num_rows):
+        try:
+            rows.append(batch.slice(index, 1).to_pylist()[0])
+        except UnicodeDecodeError as error:
+            rows.append(_reject(source, f"{path}:row {before + index + 1}", "invalid_utf8", str(error), ""))
+    return rows
 
 
 def _to_record(source: SourceConfig, location: str, row: dict[str, Any], max_doc_bytes: int) -> Record | Reject:

@@ -6,13 +6,16 @@ a failed write leaves the previous file as it was: local files are written
 under a temporary name and renamed into place; files for an object store are
 written to a local staging copy and uploaded whole (an object store shows an
 object only once its upload completes). Names are relative to the folder and
-use `/` on every filesystem.
+use `/` on every filesystem. A folder's own path is always taken literally: glob
+characters in it (`out[1]`, `o*`) are part of its name, never a pattern that
+could reach a sibling folder (fsspec's `rm`, `cat` and `copy` expand them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +26,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import glob_translate
+
+GLOB_CHARACTERS = re.compile(r"[*?[]")
 
 
 def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -69,9 +75,18 @@ class Folder:
         return f"{self.url}/{name}"
 
     def glob(self, pattern: str) -> list[str]:
-        """The names matching `pattern`, sorted; listings are read afresh, since other processes write here."""
+        """The names matching `pattern` (fsspec's glob: `*`, `?` and `[...]` within one name, `**` across names),
+        sorted; listings are read afresh, since other processes write here."""
         self.fs.invalidate_cache()
-        return sorted(p[len(self.root) + 1:] for p in self.fs.glob(self.path(pattern)))
+        parts = pattern.split("/")
+        fixed = next((i for i, part in enumerate(parts) if GLOB_CHARACTERS.search(part)), len(parts))
+        if fixed == len(parts):
+            return [pattern] if self.exists(pattern) else []
+        base = self.path("/".join(parts[:fixed]))
+        depth = None if "**" in pattern else len(parts) - fixed
+        matches = re.compile(glob_translate(pattern)).match
+        names = (path[len(self.root) + 1:] for path in self.fs.find(base, maxdepth=depth, withdirs=True))  # listed literally
+        return sorted(name for name in names if name and matches(name))
 
     def exists(self, name: str) -> bool:
         self.fs.invalidate_cache()
@@ -80,10 +95,24 @@ class Folder:
     def remove(self, *names: str) -> None:
         """Remove files or whole subfolders; missing ones are fine."""
         for name in names:
+            path = self.path(name)
             try:
-                self.fs.rm(self.path(name), recursive=True)
+                if self.is_local or not GLOB_CHARACTERS.search(path):
+                    self.fs.rm(path, recursive=True)
+                else:  # an object store's rm takes the path for a pattern: the objects under it, one by one
+                    for file in self.fs.find(path):
+                        self.fs.rm_file(file)
             except FileNotFoundError:
                 pass
+
+    def copy(self, name: str, target: str) -> None:
+        """Copy file or subfolder `name` to the path `target` on the same filesystem."""
+        source = self.path(name)
+        files = self.fs.find(source)  # listed literally: copy(recursive=True) would expand glob characters
+        targets = [target + file[len(source):] for file in files]
+        for folder in {os.path.dirname(path) for path in targets} if self.is_local else ():
+            os.makedirs(folder, exist_ok=True)
+        self.fs.copy(files, targets)
 
     def read_text(self, name: str) -> str:
         return self.fs.cat_file(self.path(name)).decode("utf-8")
@@ -94,9 +123,8 @@ class Folder:
     def read_many(self, names: list[str]) -> list[bytes]:
         """The contents of `names`, in order; fetched concurrently where the filesystem can (gcsfs, s3fs),
         since a finished run's many small parts would take minutes one by one on an object store."""
-        paths = [self.path(name) for name in names]
-        contents = self.fs.cat(paths) if paths else {}
-        return [contents[path] for path in paths]
+        paths = [self.path(name) for name in names]  # cat_ranges reads each path as it is (cat expands patterns)
+        return self.fs.cat_ranges(paths, None, None, on_error="raise") if paths else []
 
     def write_text(self, name: str, text: str) -> None:
         with self.staged_file(name) as local:

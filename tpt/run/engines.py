@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 LOCAL_WORKERS = min(os.cpu_count() or 1, 8)  # local worker processes unless --workers says otherwise
+COUNTS = ("workers", "tasks")  # options that count processes or tasks; 0 means the engine's default
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class Engine:
                              f"pip install 'tpt[{self.name}]'") from None
 
     def options_of(self, given: dict[str, Any]) -> dict[str, Any]:
-        """The options meant for this engine; one that belongs to another engine is refused, naming its engine."""
+        """The options meant for this engine; one that belongs to another engine is refused, naming its engine,
+        and so is a negative count (0, like none given, means the default)."""
+        for name in COUNTS:
+            if (given.get(name) or 0) < 0:
+                raise ValueError(f"--{name} {given[name]}: expected 0 (the default) or more")
         for name, value in given.items():
             if value and name != "workers" and name not in self.options:
                 owners = [e.name for e in ENGINES.values() if name in e.options]

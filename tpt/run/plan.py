@@ -18,6 +18,7 @@ from typing import Any
 from tpt.config import PipelineConfig
 from tpt.dedup import Deduplication
 from tpt.io.output import OutputLayout, write_part, write_rejects
+from tpt.io.owned import check_owned, mark
 from tpt.io.publish import STAGING, RunLock, recover, staged
 from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, RunProgress, track_run
@@ -28,6 +29,7 @@ from tpt.stages.base import Stage
 
 
 DEDUP_AFTER = 1  # stages before text deduplication: truncate
+RUN = "tpt run"  # the owner of a run's output folder (tpt.io.owned)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RunPlan:
         if not config.output.dir:
             raise ValueError("no output folder: pass --output or set output.dir in the config")
         layout = OutputLayout(config.output.dir)
+        check_owned(layout, RUN, written_before_markers=_run_before_markers)  # before anything is read or written
         config = config.with_output_dir(layout.url)
         files = list_inputs(config.sources)
         stages = build_stages(config)
@@ -92,6 +95,7 @@ class RunPlan:
         one publishes; OUT/thinking/ keeps its results)."""
         self.recover()
         self.layout.remove(STAGING)
+        mark(self.layout, RUN)
 
     def progress(self) -> RunProgress:
         return track_run(self.config, [stage.name for stage in self.reporting], self.files)
@@ -109,3 +113,11 @@ class RunPlan:
         from tpt.io.finalize import finalize  # here: every worker unpickles the plan, none finalizes
 
         return finalize(self.layout, self.config, self.reporting, wall_seconds, engine)
+
+
+def _run_before_markers(layout: OutputLayout) -> bool:
+    """A run folder an older tpt wrote: a finished run's summary, or a run's staging folder."""
+    try:
+        return "schema_version" in layout.read_json(layout.summary)
+    except (OSError, ValueError, TypeError):
+        return layout.exists(STAGING)

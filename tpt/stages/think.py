@@ -177,15 +177,14 @@ class Think(Stage):
         documents = [(record, pending.request.id)]
         documents += [(with_kept_fields(copy, record), sample_ids(copy.id, samples)[pending.sample]) for copy in record.copies]
         if "error" in entry:
-            return [Reject.of(document.replace(id=rid), self.name, "generation_failed", entry["error"],
-                              duplicate_of=document.duplicate_of) for document, rid in documents]
+            return self._set_aside(documents, "generation_failed", entry["error"])
         thinking = postprocess.clean(entry["raw"])
         reason = postprocess.finish_reason(entry["raw"], entry["finish_reason"])
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
+        if "\x00" in thinking:  # never in the shards, as the reader sets aside documents holding one (tpt.io.read)
+            return self._set_aside(documents, "nul_bytes", f"the thinking contains NUL characters ({len(thinking):,} characters)")
         if flags and self.config.flagged == "reject":
-            detail = f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)"
-            return [Reject.of(document.replace(id=rid), self.name, f"thinking_{flags[0]}", detail,
-                              duplicate_of=document.duplicate_of) for document, rid in documents]
+            return self._set_aside(documents, f"thinking_{flags[0]}", f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
         thinking_tokens = len(self._encoder.encode(thinking, add_special_tokens=False).ids)
         out = []
         for document, rid in documents:
@@ -194,6 +193,12 @@ class Think(Stage):
                 thinking_flags=flags if self.config.flagged == "flag" else [], thinking_budget=pending.request.max_new_tokens)
             out.append(sample.replace(sample_tokens=len(self._encoder.encode(sample.text, add_special_tokens=False).ids)))
         return out
+
+
+    def _set_aside(self, documents: list[tuple[Record, str]], reason: str, detail: str) -> list[Reject]:
+        """A failed or flagged sample's reject, for its document and each copy (samples of their own ids)."""
+        return [Reject.of(document.replace(id=rid), self.name, reason, detail, duplicate_of=document.duplicate_of)
+                for document, rid in documents]
 
 
 def sample_ids(document_id: str, samples: int) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from tpt.config import ConfigError, Section, describe_error
+from tpt.config import ConfigError, Section, describe_error, load_yaml
 
 
 class ModelConfig(Section):
@@ -92,6 +92,7 @@ class EvalTaskConfig(Section):
     path: str  # the evaluation split, JSONL (data/gsm8k/test.jsonl)
     fewshot_path: str | None = None  # where the few-shot examples come from (data/gsm8k/train.jsonl)
     num_fewshot: int = Field(default=0, ge=0)
+    fewshot_seed: int = 1234  # drawn per question as lm-eval draws them; 1234 is its default (the last value of --seed)
     limit: int | None = Field(default=None, gt=0)  # the first N problems only
     generate: bool = False  # also greedy answers and their exact match (worth it once the model can do arithmetic)
     max_new_tokens: int = Field(default=256, gt=0)
@@ -182,10 +183,7 @@ def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such training YAML")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     for override in overrides:

@@ -12,7 +12,11 @@ re-reads at most one shuffle block to rebuild its packing state.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -44,11 +48,22 @@ def build_streams(spec: dict[str, dict[str, Any]] | str, download_timeout: float
         local, remote = stream.get("local"), stream.get("remote")
         if not local and not remote:
             raise ValueError(f"stream {name!r}: needs `local` (a folder of MDS shards) or `remote`")
-        if not remote and not (Path(local) / "index.json").is_file():
-            raise FileNotFoundError(f"stream {name!r}: no MDS shards at {local} "
-                                    f"(expected {Path(local) / 'index.json'}; run `tpt run` first)")
+        if not remote:
+            index = Path(local) / "index.json"
+            if not index.is_file():
+                raise FileNotFoundError(f"stream {name!r}: no MDS shards at {local} (expected {index}; run `tpt run` first)")
+            if any(shard.get("compression") for shard in json.loads(index.read_text())["shards"]):
+                stream = {**stream, "remote": local, "local": decompressed_cache(local, index)}
         streams.append(Stream(download_timeout=download_timeout, **stream))
     return streams
+
+
+def decompressed_cache(local: str, index: Path) -> str:
+    """Where streaming decompresses the compressed shards of a local stream: beside them, it would double the run
+    folder and fail on read-only storage. Under the temporary folder ($TMPDIR), where streaming caches a remote
+    stream, named by the shards' folder and index: every rank of a node shares it, and a rerun's shards get their own."""
+    key = hashlib.blake2b(str(Path(local).resolve()).encode() + index.read_bytes(), digest_size=16).hexdigest()
+    return os.path.join(tempfile.gettempdir(), "tpt-streams", key)
 
 
 class DocumentStream(StreamingDataset):

@@ -16,10 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
-from tpt.config import ConfigError, Section, describe_error
+from tpt.config import ConfigError, Section, describe_error, load_yaml
 from tpt.train.evaluate import read_eval_log
 from tpt.train.heldout import is_heldout, read_documents, write_heldout
 
@@ -49,7 +48,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__}")
     try:

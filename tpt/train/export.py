@@ -5,18 +5,20 @@ device, or FSDP with full state dicts), and a folder of sharded `.distcp` files
 with its `.metadata` (FSDP with `state_dict_type: sharded`), which is
 consolidated in memory first. The architecture and the tokenizer come from the
 checkpoint itself (Composer stores them under integrations.huggingface), so no
-training YAML is needed. The directory is written whole or not at all.
+training YAML is needed. The directory is written whole or not at all, and
+replaces only an earlier export (tpt.io.owned).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from tpt.io.owned import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
-    """Write the checkpoint's model (safetensors, config.json) and tokenizer to `out_dir`, replacing what is there only once done."""
+    """Write the checkpoint's model (safetensors, config.json) and tokenizer to `out_dir`, replacing what is there only once
+    done, and only an earlier export (tpt.io.owned)."""
+    with replacing_folder(out_dir, "tpt export") as staging:
+        model = _model(checkpoint, dtype, staging)
+    log.info("exported %s (%s, %.1fM parameters) to %s", checkpoint, type(model).__name__, model.num_parameters() / 1e6, out_dir)
+    return Path(out_dir)
+
+
+def _model(checkpoint: str | Path, dtype: str | None, staging: Path) -> Any:
+    """The checkpoint's model and tokenizer, saved to `staging`; returns the model."""
     from composer.models.huggingface import HuggingFaceModel, get_hf_config_from_composer_state_dict
     from transformers import AutoModelForCausalLM
 
@@ -65,22 +76,15 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str | None = None
         model.tie_weights()
     if dtype:
         model = model.to(DTYPES[dtype])
-
-    out = Path(out_dir)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging, safe_serialization=True)
     with tempfile.TemporaryDirectory() as scratch:
         saved = state["integrations"]["huggingface"]
         tokenizer = HuggingFaceModel.load_huggingface_tokenizer_from_saved_state(saved, tokenizer_save_dir=scratch)
         if tokenizer is None:
             raise ValueError(f"{checkpoint}: the checkpoint holds no tokenizer")
         tokenizer.save_pretrained(staging)
-    previous = out.with_name(out.name + ".previous")
-    if out.exists():
-        out.rename(previous)
-    staging.rename(out)
-    shutil.rmtree(previous, ignore_errors=True)
-    log.info("exported %s (%s, %.1fM parameters) to %s", checkpoint, type(model).__name__, model.num_parameters() / 1e6, out)
-    return out
+    # the tokenizer's special tokens, not the architecture's defaults: generate() stops where training ended documents
+    for settings in (model.config, model.generation_config):
+        settings.eos_token_id, settings.bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
+        settings.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(staging, safe_serialization=True)
+    return model

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from streaming import MDSWriter
+
+from tpt.io.owned import replacing_folder
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +54,20 @@ def read_documents(paths: Iterable[str | Path], text_fields: list[str], id_field
 
 
 def write_heldout(documents: Iterable[dict[str, Any]], out: str | Path, limit: int | None = None) -> Counter:
-    """Write the documents as one MDS dataset at `out`, whole or not at all (a failed write leaves no index.json there)."""
-    out, counts, seen = Path(out), Counter(), set()
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    # Uncompressed: StreamingDataset reads the shards in place, with no decompressed copy written beside them.
-    with MDSWriter(out=str(staging), columns={"id": "str", "text": "str"}) as writer:
-        for document in documents:
-            if document["id"] in seen:
-                counts["duplicate_id"] += 1
-                continue
-            seen.add(document["id"])
-            writer.write({"id": document["id"], "text": document["text"]})
-            counts["written"] += 1
-            if counts["written"] == limit:
-                break
-    if not counts["written"]:
-        shutil.rmtree(staging)
-        raise ValueError(f"{out}: no documents to write")
-    previous = out.with_name(out.name + ".previous")
-    if out.exists():
-        out.rename(previous)  # out of the way first: a kill between the renames leaves both sets whole
-    staging.rename(out)
-    shutil.rmtree(previous, ignore_errors=True)
+    """Write the documents as one MDS dataset at `out`, whole or not at all (tpt.io.owned: only over an earlier one)."""
+    counts, seen = Counter(), set()
+    with replacing_folder(out, "tpt heldout") as staging:
+        # Uncompressed: StreamingDataset reads the shards in place, with no decompressed copy written beside them.
+        with MDSWriter(out=str(staging), columns={"id": "str", "text": "str"}) as writer:
+            for document in documents:
+                if document["id"] in seen:
+                    counts["duplicate_id"] += 1
+                    continue
+                seen.add(document["id"])
+                writer.write({"id": document["id"], "text": document["text"]})
+                counts["written"] += 1
+                if counts["written"] == limit:
+                    break
+        if not counts["written"]:
+            raise ValueError(f"{out}: no documents to write")
     return counts

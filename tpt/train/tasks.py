@@ -2,7 +2,9 @@
 
 The task definition is lm-eval-harness's `gsm8k` (lm_eval/tasks/gsm8k/gsm8k.yaml,
 v0.4): the prompt is "Question: {question}\\nAnswer:", the target " {answer}"
-(the worked solution ending "#### N"), few-shot examples joined by a blank line.
+(the worked solution ending "#### N"), few-shot examples joined by a blank line
+and drawn for each question as lm-eval's default sampler draws them (one
+`random.Random(1234)` for the task, `sample(pool, n)` per question in order).
 Two scores:
 - `AnswerLogLikelihood`: the summed log-probability of the target's tokens given
   the prompt, the number lm-eval's `loglikelihood` request returns (its tokens
@@ -20,6 +22,7 @@ Two scores:
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,13 @@ def read_problems(path: str | Path, limit: int | None = None) -> list[dict[str, 
             if limit and len(problems) == limit:
                 break
     return problems
+
+
+def fewshot_draws(count: int, pool: list[dict[str, str]], n: int, seed: int) -> list[list[dict[str, str]]]:
+    """The few-shot examples of each of `count` questions, in order: lm-eval's ContextSampler (api/samplers.py) draws
+    `n` of the whole pool for every question from one generator seeded once per task (its default seed is 1234)."""
+    draw = random.Random(seed)
+    return [draw.sample(pool, n) if n else [] for _ in range(count)]
 
 
 def prompt_of(question: str, fewshot: list[dict[str, str]]) -> str:
@@ -163,16 +173,17 @@ def split_batch(batch: dict[str, Any], microbatch_size: int) -> list[dict[str, A
 def task_dataloaders(task: EvalTaskConfig, tokenizer: Any, max_seq_len: int) -> dict[str, DataSpec]:
     """The task's eval sets by label suffix: "" scores the answers' log-likelihood, "/greedy" the greedy answers."""
     problems = read_problems(task.path, task.limit)
-    fewshot = read_problems(task.fewshot_path, task.num_fewshot) if task.num_fewshot else []
-    if len(fewshot) < task.num_fewshot:
+    pool = read_problems(task.fewshot_path) if task.num_fewshot and task.fewshot_path else []
+    if len(pool) < task.num_fewshot:
         raise ValueError(f"eval_tasks {task.label}: num_fewshot {task.num_fewshot} needs fewshot_path with that many problems")
+    shots = fewshot_draws(len(problems), pool, task.num_fewshot, task.fewshot_seed)
 
     def encode(text: str) -> list[int]:  # with the tokenizer's own special tokens (a BOS, if it adds one), as lm-eval's hf model
         return tokenizer(text, verbose=False)["input_ids"]
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     scored = []
-    for problem in problems:
+    for problem, fewshot in zip(problems, shots):
         context = prompt_of(problem["question"], fewshot)
         context_ids, whole = encode(context), encode(f"{context} {problem['answer']}")
         target = whole[len(context_ids):]
@@ -184,7 +195,8 @@ def task_dataloaders(task: EvalTaskConfig, tokenizer: Any, max_seq_len: int) -> 
         if task.max_new_tokens >= max_seq_len:
             raise ValueError(f"eval_tasks {task.label}: max_new_tokens {task.max_new_tokens} leaves no room for the prompt "
                              f"in max_seq_len {max_seq_len}")
-        prompts = [(encode(prompt_of(p["question"], fewshot))[-(max_seq_len - task.max_new_tokens):], p["answer"]) for p in problems]
+        prompts = [(encode(prompt_of(p["question"], fewshot))[-(max_seq_len - task.max_new_tokens):], p["answer"])
+                   for p, fewshot in zip(problems, shots)]
         collate = lambda items: generation_batch(items, pad_id, tokenizer.eos_token_id, task.max_new_tokens)  # noqa: E731
         loaders["/greedy"] = DataSpec(_loader(prompts, task.batch_size, collate), split_batch=split_batch,
                                       get_num_samples_in_batch=lambda batch: len(batch["input_ids"]))
