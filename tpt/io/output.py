@@ -18,12 +18,13 @@ import json
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tpt.config import OutputConfig, parse_size
 from tpt.io.mds import ShardWriter
 from tpt.io.storage import Folder
-from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table
+from tpt.schema import FIELD_TYPES, MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table
 
 
 def part_of(key: str, parts: int) -> int:
@@ -72,6 +73,18 @@ def mds_sample(record: Record, fields: list[str]) -> dict:
             value = int(value)
         sample[name] = value
     return sample
+
+
+def sample_columns(shard: pa.Table) -> pa.Table:
+    """A shard's columns (tpt.io.mds.decode_shard) in the record's own types: the inverse of `mds_sample`."""
+    columns = {}
+    for name in shard.column_names:
+        column = shard.column(name)
+        if name == "thinking_flags":
+            flags = pc.split_pattern(column, ",")
+            column = pc.if_else(pc.equal(column, ""), pa.scalar([], FIELD_TYPES[name]), flags)
+        columns[name] = column.cast(FIELD_TYPES[name])
+    return pa.table(columns)
 
 
 def write_rejects(layout: OutputLayout, source: str, part: str, rejects: Iterable[Reject]) -> int:
