@@ -2,9 +2,9 @@
 per domain / audience / reasoning level, the length histogram per reasoning level, the
 implicit up-sampling per domain, and tokens per source.
 
-Each function takes the report's result (tpt.analysis.report.build) and returns None when there is nothing
-to draw. With several runs every figure has a series per run, in the run's color, and the thinking length of
-the samples two runs share is drawn run against run.
+Each function takes the report's result (tpt.analysis.report.build) and returns its Figure, or None when
+there is nothing to draw; `render_all` makes them PNGs. With several runs every figure has a series per
+run, in the run's color, and the thinking length of the samples two runs share is drawn run against run.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_color(index: int) -> str:
     return RUN_COLORS[index % len(RUN_COLORS)]
 
 
-def thinking_by_class(result: dict[str, Any]) -> bytes | None:
+def thinking_by_class(result: dict[str, Any]) -> Figure | None:
     """Figure 4: mean thinking tokens per class of each axis, each run's bar side by side; whiskers span p10 to p90,
     and each bar is labelled with its mean and its class's sample count."""
     runs = series(result)
@@ -85,10 +85,10 @@ def thinking_by_class(result: dict[str, Any]) -> bytes | None:
         panel.tick_params(axis="y", length=0)
     if len(runs) > 1:
         figure.legend(*figure.axes[0].get_legend_handles_labels(), loc="outside upper left", ncol=len(runs), frameon=False, fontsize=9)
-    return _png(figure)
+    return figure
 
 
-def thinking_histogram(result: dict[str, Any]) -> bytes | None:
+def thinking_histogram(result: dict[str, Any]) -> Figure | None:
     """The distribution of thinking length, each curve normalised to its own sample count: per reasoning level for
     one run, per run (on common bins) for several."""
     if "series" in result:
@@ -117,10 +117,10 @@ def thinking_histogram(result: dict[str, Any]) -> bytes | None:
     panel.set_ylabel("share of the run's samples" if "series" in result else "share of the level's samples")
     panel.grid(axis="y", color=GRID)
     _legend_on_top(panel, columns=4)
-    return _png(figure)
+    return figure
 
 
-def thinking_pairs(result: dict[str, Any]) -> bytes | None:
+def thinking_pairs(result: dict[str, Any]) -> Figure | None:
     """Thinking tokens of the same documents in the first run (x) and each other run (y), one panel per pair."""
     pairs = [pair for pair in result.get("pairs", []) if pair["points"]]
     if not pairs:
@@ -139,10 +139,10 @@ def thinking_pairs(result: dict[str, Any]) -> bytes | None:
         panel.set_ylabel(f"thinking tokens in {_short(pair['b'])}")
         panel.grid(color=GRID, zorder=0)
         _legend_on_top(panel, columns=1)
-    return _png(figure)
+    return figure
 
 
-def upsampling(result: dict[str, Any]) -> bytes | None:
+def upsampling(result: dict[str, Any]) -> Figure | None:
     """Per domain, share of documents vs share of training tokens: the up-sampling TPT does by itself (a row per run)."""
     runs = [(name, s) for name, s in series(result) if s["totals"]["thinking_samples"]]  # without thinking every factor is 1
     by_run = [{r["class"]: r for r in s["axes"]["domain"] if r["training_share"] is not None} for _, s in runs]
@@ -170,10 +170,10 @@ def upsampling(result: dict[str, Any]) -> bytes | None:
     panel.tick_params(axis="y", length=0)
     _legend_on_top(panel)
     panel.margins(x=0.18)
-    return _png(figure)
+    return figure
 
 
-def tokens_by_source(result: dict[str, Any]) -> bytes | None:
+def tokens_by_source(result: dict[str, Any]) -> Figure | None:
     """Training tokens per source, split into document (kept) and thinking tokens; a bar per run."""
     runs = series(result)
     by_run = [{r["class"]: r for r in s["sources"]} for _, s in runs]
@@ -198,7 +198,7 @@ def tokens_by_source(result: dict[str, Any]) -> bytes | None:
     panel.grid(axis="x", color=GRID, zorder=0)
     panel.tick_params(axis="y", length=0)
     _legend_on_top(panel)
-    return _png(figure)
+    return figure
 
 
 FIGURES = {
@@ -212,8 +212,8 @@ FIGURES = {
 
 def render_all(analysis: dict[str, Any]) -> dict[str, bytes]:
     """File name -> PNG bytes, for every figure that has something to show."""
-    rendered = {name: draw(analysis) for name, draw in FIGURES.items()}
-    return {name: png for name, png in rendered.items() if png is not None}
+    drawn = {name: draw(analysis) for name, draw in FIGURES.items()}
+    return {name: _png(figure) for name, figure in drawn.items() if figure is not None}
 
 
 def _legend_on_top(panel, columns: int = 2) -> None:

@@ -162,9 +162,14 @@ def _source(con, run: Run) -> str:
     """The SQL table of a run's rows: its manifest, or a published dataset's files (read through fsspec at a URL)."""
     if not run.data_files:
         return f"read_parquet({sql_string(str(run.manifest))})"
-    if "://" in run.data_files[0]:
-        con.register_filesystem(Folder(run.location).fs)
+    fs = Folder(run.location).fs
+    if "://" in run.data_files[0] and not any(name in con.list_filesystems() for name in _protocols(fs)):
+        con.register_filesystem(fs)
     return "read_parquet([" + ", ".join(sql_string(name) for name in run.data_files) + "])"
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def _columns(run: Run) -> str:

@@ -27,10 +27,13 @@ Shard = tuple[Folder, dict[str, Any]]
 
 
 def source_shards(run: Run) -> dict[str, list[Shard]]:
-    """Each source's shards (OUT/mds/<source>/index.json), sources in name order; none for a run without shards."""
+    """Each source's shards (OUT/mds/<source>/index.json), sources in the config's order (as the summary lists
+    them); none for a run without shards."""
     layout = OutputLayout(run.location)
-    names = layout.glob(f"{layout.mds}/*/index.json")
-    return {name.split("/")[1]: index_shards(Folder(layout.url_of(name.rsplit("/", 1)[0]))) for name in names}
+    sources = {name.split("/")[1]: name.rsplit("/", 1)[0] for name in layout.glob(f"{layout.mds}/*/index.json")}
+    order = list(run.summary.get("sources") or {})
+    ranked = sorted(sources, key=lambda name: (order.index(name) if name in order else len(order), name))
+    return {name: index_shards(Folder(layout.url_of(sources[name]))) for name in ranked}
 
 
 def separator(run: Run) -> str:
