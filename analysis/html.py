@@ -178,7 +178,7 @@ def _comparison(result: dict[str, Any], figures: dict[str, bytes]) -> list[str]:
     parts = [_key_figures(series)]
     for name, confidence in (result.get("confidence") or {}).items():
         if confidence:
-            parts.append(_confidence_notice(confidence).replace("<div class='notice'>", f"<div class='notice'>{html.escape(name)}: ", 1))
+            parts.append(_confidence_notice(confidence, owner=name))
     parts.append(_figure(figures, "thinking_by_class.png", "Thinking length by class",
                          "Figure 4 per run, the runs' bars side by side: mean thinking tokens and the class's sample count (n)."))
     parts.append(_figure(figures, "thinking_histogram.png", "Thinking length distribution",
@@ -324,10 +324,11 @@ def _cards(result: dict[str, Any]) -> str:
     return f"<div class='cards'>{body}</div>"
 
 
-def _confidence_notice(confidence: dict[str, Any]) -> str:
+def _confidence_notice(confidence: dict[str, Any], owner: str = "") -> str:
     low, total, threshold = confidence["below"], confidence["samples"], confidence["min_confidence"]
     action = "left out of this report" if confidence["left_out"] else "counted per class in the tables' <i>low conf.</i> column"
-    return (f"<div class='notice'>{low:,} of {total:,} samples ({_pct(low / total if total else None)}) have a label confidence "
+    owner = f"{html.escape(owner)}: " if owner else ""
+    return (f"<div class='notice'>{owner}{low:,} of {total:,} samples ({_pct(low / total if total else None)}) have a label confidence "
             f"below {threshold:g} on at least one axis: {action}.</div>")
 
 
