@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -101,7 +102,8 @@ def _check_manifest_only_columns(con, shards: dict[str, list]) -> None:
     missing = [name for name in SCALAR_FIELDS if name not in stored]
     if not missing:
         return
-    counts = con.sql("SELECT " + ", ".join(f"count({name})" for name in missing) + " FROM samples").fetchall()[0]
+    present = [f"count_if(len({name}) > 0)" if pa.types.is_list(FIELD_TYPES[name]) else f"count({name})" for name in missing]
+    counts = con.sql("SELECT " + ", ".join(present) + " FROM samples").fetchall()[0]
     lost = [name for name, count in zip(missing, counts) if count]
     if lost:
         raise AnalysisError(f"the shards do not store {lost} (the run's output.columns left them out), but the manifest "
@@ -109,10 +111,17 @@ def _check_manifest_only_columns(con, shards: dict[str, list]) -> None:
 
 
 def publishable(samples: pa.Table, separator: str) -> pa.Table:
-    """A decoded shard as the published columns: `document` split off, every field in its type, absent ones null."""
+    """A decoded shard as the published columns: `document` split off, every field in its type, one the shards do
+    not store as the manifest has it (null; no thinking flags: an empty list)."""
     table = with_documents(sample_columns(samples), separator)
-    return pa.table([table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+    return pa.table([table.column(f.name) if f.name in table.column_names else _absent(f.type, table.num_rows)
                      for f in PUBLISHED_SCHEMA], schema=PUBLISHED_SCHEMA)
+
+
+def _absent(kind: pa.DataType, rows: int) -> pa.Array:
+    if pa.types.is_list(kind):
+        return pa.ListArray.from_arrays(pa.array(np.zeros(rows + 1, np.int32)), pa.array([], kind.value_type))
+    return pa.nulls(rows, kind)
 
 
 def _write(target: Folder, shards: dict[str, list], separator: str, file_bytes: int, row_group_bytes: int,

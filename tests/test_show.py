@@ -130,3 +130,15 @@ def test_show_reads_a_run_at_a_url(full_run, gcs_bucket, capsys):
     Folder(gcs_bucket).fs.put(out, url.removeprefix("gs://"), recursive=True)
     local = shown(capsys, out, "--where", WHERE, "-n", "5")
     assert shown(capsys, url, "--where", WHERE, "-n", "5") == local and len(local) == 5
+
+
+def test_a_run_without_thinking_shows_and_publishes_its_documents(demo_run, tmp_path, capsys):
+    out = demo_run[0].output.dir
+    samples = shown(capsys, out, "-n", "3")
+    assert len(samples) == 3 and all("thinking" not in s and s["document"] for s in samples)
+    assert main(["publish", out, str(tmp_path / "dataset")]) == 0
+    table = pq.read_table(tmp_path / "dataset" / "data")
+    assert table.num_rows == pq.read_metadata(f"{out}/manifest.parquet").num_rows
+    assert table.column("thinking").null_count == table.num_rows and table.column("document").equals(table.column("text"))
+    assert table.column("thinking_flags").to_pylist() == [[]] * table.num_rows  # as the manifest has them
+    assert "No thinking was generated" in (tmp_path / "dataset" / "README.md").read_text()
