@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 from benchmarks.bench_report import synthetic_manifest
@@ -28,7 +29,7 @@ def write_records(out: Path | str, records: Iterable[Record], config: PipelineCo
     `parts_of` records, every field the record schema has; returns the run's summary."""
     layout = OutputLayout(str(out))
     staging, fields, part, source, batch = staged(layout), list(MDS_TYPES), 0, None, []
-    for record in [*records, None]:
+    for record in chain(records, [None]):  # None: the end, which writes the last part
         if batch and (record is None or record.source != source or len(batch) == parts_of):
             write_part(staging, source, part_name(part), batch, fields, config.output)
             part, batch = (0 if record is None or record.source != source else part + 1), []
