@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tpt.analysis.runs import AnalysisError, Run, connect
-from tpt.config import GenerateConfig
 from tpt.io.mds import byte_slices, byte_views, index_shards, read_shards
 from tpt.io.output import OutputLayout, sample_columns
 from tpt.io.storage import Folder
@@ -39,7 +38,11 @@ def source_shards(run: Run) -> dict[str, list[Shard]]:
 def separator(run: Run) -> str:
     """What the run put between a document and its thinking (generate.separator, as its summary recorded it)."""
     generate = (run.summary.get("config") or {}).get("generate") or {}
-    return generate.get("separator", GenerateConfig.model_fields["separator"].default)
+    if "separator" in generate:
+        return generate["separator"]
+    from tpt.config import GenerateConfig  # a run from before summaries recorded the config: the default (pydantic: ~0.2 s)
+
+    return GenerateConfig.model_fields["separator"].default
 
 
 def with_documents(samples: pa.Table, separator: str) -> pa.Table:

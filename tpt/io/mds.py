@@ -20,9 +20,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -146,19 +147,39 @@ def index_shards(folder: Folder) -> list[tuple[Folder, dict[str, Any]]]:
 def read_shards(shards: list[tuple[Folder, dict[str, Any]]], prefetch: int = 2,
                 convert: Callable[[pa.Table], Any] | None = None) -> Iterator[Any]:
     """Each of `shards` (from `index_shards`, in any order) as a table of its columns, or what `convert` makes of
-    it; the next `prefetch` shards are fetched, decoded and converted meanwhile, in threads."""
+    it. A thread of its own reads, decodes and converts the next `prefetch` shards meanwhile (I/O, decompression
+    and Arrow's copies release the GIL); a reader that stops early leaves it to stop, never to block the exit."""
     def load(shard: tuple[Folder, dict[str, Any]]) -> Any:
         table = read_shard(*shard)
         return convert(table) if convert else table
 
-    with ThreadPoolExecutor(max(prefetch, 1)) as pool:  # I/O, decompression and Arrow's copies release the GIL
-        pending = [pool.submit(load, shard) for shard in shards[:prefetch + 1]]
-        for index in range(len(shards)):
-            result = pending[index].result()
-            if index + prefetch + 1 < len(shards):
-                pending.append(pool.submit(load, shards[index + prefetch + 1]))
-            pending[index] = None
-            yield result
+    ready: queue.Queue = queue.Queue(max(prefetch, 1))
+    stop = threading.Event()
+
+    def work() -> None:
+        for shard in shards:
+            try:
+                item = (load(shard), None)
+            except Exception as error:  # handed to the reader, which raises it
+                item = (None, error)
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set() or item[1] is not None:
+                return
+
+    threading.Thread(target=work, name="tpt-read-shards", daemon=True).start()
+    try:
+        for _ in shards:
+            table, error = ready.get()
+            if error is not None:
+                raise error
+            yield table
+    finally:
+        stop.set()
 
 
 def read_shard(folder: Folder, shard: dict[str, Any]) -> pa.Table:
