@@ -150,3 +150,18 @@ def test_publish_to_a_bucket_reads_back(full_run, published, gcs_bucket, capsys)
     assert json.dumps(card_of(published)["tpt"]["sources"]["reference"]["samples"]) in capsys.readouterr().out
     assert main(["publish", full_run[0].output.dir, url]) == 2  # a URL is never overwritten
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_the_recorded_config_keeps_no_password(full_run):
+    """summary.json records the run's config for the card, with any user name and password in a URL left out."""
+    from tpt.config import PipelineConfig
+    from tpt.io.finalize import recorded_config
+
+    config = full_run[0]
+    secret = config.model_copy(update={"generate": config.generate.model_copy(update={"openai": config.generate.openai.model_copy(
+        update={"base_urls": ["https://alice:s3cr3t@gpu-1:8000/v1", "http://gpu-2:8000/v1"]})})})
+    recorded = recorded_config(secret)
+    assert "s3cr3t" not in json.dumps(recorded) and "alice" not in json.dumps(recorded)
+    assert recorded["generate"]["openai"]["base_urls"] == ["https://gpu-1:8000/v1", "http://gpu-2:8000/v1"]
+    assert PipelineConfig.model_validate(recorded).generate.separator == config.generate.separator
+    assert full_run[1]["config"] == recorded_config(config)  # what the run wrote
