@@ -21,6 +21,11 @@ def label_sql(column: str) -> str:
     return f"coalesce(nullif(trim({column}), ''), '{UNKNOWN}')"
 
 
+def class_of(label: str | None) -> str:
+    """The class of a label in Python, as `label_sql` says it in SQL."""
+    return (label or "").strip() or UNKNOWN
+
+
 def reasoning_level(label: str) -> int | None:
     """0 (none) .. 3 (advanced) for a reasoning-intensity label, None for any other label."""
     words = label.strip().lower().split()

@@ -2,7 +2,9 @@
 
 A run output is a folder with `manifest.parquet` (schema version in the Arrow
 metadata `tpt_schema_version`) and `summary.json`; anything else is refused
-before a single statistic is computed.
+before a single statistic is computed. A dataset `tpt publish` wrote is read in
+place from its Parquet files: its rows are `samples` too, and, with their text,
+the view `texts`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ class AnalysisError(ValueError):
 class Run:
     """One validated run output."""
 
-    name: str  # the `run` column of `samples`: the folder name, made unique
-    root: Path
+    name: str  # the `run` column of `samples`: the folder name made unique, or its --label
+    root: Path  # the run output, or its local copy (manifest and summary) for a URL
     summary: dict[str, Any]
+    location: str = ""  # the folder or URL as given, where the shards are read
+    data_files: tuple[str, ...] = ()  # a published dataset (tpt publish): its Parquet files, read in place
 
     @property
     def manifest(self) -> Path:
@@ -44,7 +48,10 @@ class Run:
 
 
 def load_run(folder: str | Path) -> Run:
-    """The run output in `folder` (or at a URL), or an AnalysisError saying what is wrong with it."""
+    """The run output (or published dataset) in `folder` (or at a URL), or an AnalysisError saying what is wrong with it."""
+    published = load_published(str(folder))
+    if published is not None:
+        return published
     root = copy_down(str(folder)) if "://" in str(folder) else Path(folder)
     if not root.exists():
         raise AnalysisError(f"{root}: no such folder")
@@ -61,7 +68,23 @@ def load_run(folder: str | Path) -> Run:
         summary_data = json.loads(summary.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise AnalysisError(f"{summary}: not valid JSON: {error}") from None
-    return Run(root.resolve().name, root.resolve(), summary_data)
+    return Run(root.resolve().name, root.resolve(), summary_data, str(folder) if "://" in str(folder) else str(root.resolve()))
+
+
+def load_published(location: str) -> Run | None:
+    """The dataset `tpt publish` wrote at `location`, or None when there is none."""
+    from tpt.analysis.card import is_card
+
+    folder = Folder(location)
+    if not folder.exists("") or not is_card(folder):
+        return None
+    files = tuple(folder.url_of(name) for name in folder.glob("data/*/*.parquet"))
+    if not files:
+        raise AnalysisError(f"{location}: a dataset card but no data/*/*.parquet; not a whole `tpt publish` output")
+    with folder.fs.open(folder.path(files[0][len(folder.url) + 1:]), "rb") as stream:
+        _check_schema(pq.read_schema(stream), files[0], published=True)
+    name = folder.root.rstrip("/").rsplit("/", 1)[-1]
+    return Run(name, Path(folder.root) if folder.is_local else cache_dir(), {}, folder.url, files)
 
 
 def copy_down(url: str) -> Path:
@@ -82,10 +105,15 @@ def check_manifest_schema(manifest: Path) -> None:
         schema = pq.read_schema(manifest)
     except Exception as error:  # pyarrow raises several types for a file that is not Parquet
         raise AnalysisError(f"{manifest}: not a readable Parquet file: {error}") from None
+    _check_schema(schema, manifest)
+
+
+def _check_schema(schema, manifest, published: bool = False) -> None:
     metadata = schema.metadata or {}
     version = metadata.get(b"tpt_schema_version")
     if version is None:
-        raise AnalysisError(f"{manifest}: no tpt_schema_version in the Parquet schema metadata; not a tpt manifest")
+        raise AnalysisError(f"{manifest}: no tpt_schema_version in the Parquet schema metadata; not a tpt "
+                            + ("dataset" if published else "manifest"))
     if version.decode() != str(SCHEMA_VERSION):
         raise AnalysisError(
             f"{manifest}: tpt schema version {version.decode()}, but this tpt reads version {SCHEMA_VERSION}; "
@@ -96,17 +124,21 @@ def check_manifest_schema(manifest: Path) -> None:
         raise AnalysisError(f"{manifest}: missing manifest columns {missing} (schema version {SCHEMA_VERSION} has {MANIFEST_SCHEMA.names})")
 
 
-def load_runs(folders: list[str | Path]) -> list[Run]:
-    """Validated runs; runs whose folders share a name are told apart by a suffix."""
+def load_runs(folders: list[str | Path], labels: list[str] | None = None) -> list[Run]:
+    """Validated runs, named by `labels` (one per run) or by their folders, a repeated name told apart by a suffix."""
     if not folders:
         raise AnalysisError("no run output folders given")
+    if labels and len(labels) != len(folders):
+        raise AnalysisError(f"--label: {len(labels)} labels for {len(folders)} runs; give one per run, in order")
+    if labels and len(set(labels)) != len(labels):
+        raise AnalysisError(f"--label: each run needs its own label; repeated: {sorted({x for x in labels if labels.count(x) > 1})}")
     runs: list[Run] = []
-    for folder in folders:
+    for index, folder in enumerate(folders):
         run = load_run(folder)
         taken = {r.name for r in runs}
-        if run.root in {r.root for r in runs}:
+        if run.location in {r.location for r in runs}:
             raise AnalysisError(f"{folder}: given twice")
-        name, k = run.name, 2
+        name, k = (labels[index], 2) if labels else (run.name, 2)
         while name in taken:
             name, k = f"{run.name}-{k}", k + 1
         runs.append(dataclasses.replace(run, name=name))
@@ -118,13 +150,32 @@ def connect(runs: list[Run], threads: int | None = None):
     import duckdb
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
-    parts = [f"SELECT {_columns(run)}, {sql_string(run.name)} AS run FROM read_parquet({sql_string(str(run.manifest))})" for run in runs]
+    parts = [f"SELECT {_columns(run)}, {sql_string(run.name)} AS run FROM {_source(con, run)}" for run in runs]
     con.execute("CREATE VIEW samples AS " + " UNION ALL ".join(parts))
+    published = [f"SELECT *, {sql_string(run.name)} AS run FROM {_source(con, run)}" for run in runs if run.data_files]
+    if published:
+        con.execute("CREATE VIEW texts AS " + " UNION ALL BY NAME ".join(published))
     return con
+
+
+def _source(con, run: Run) -> str:
+    """The SQL table of a run's rows: its manifest, or a published dataset's files (read through fsspec at a URL)."""
+    if not run.data_files:
+        return f"read_parquet({sql_string(str(run.manifest))})"
+    fs = Folder(run.location).fs
+    if "://" in run.data_files[0] and not any(name in con.list_filesystems() for name in _protocols(fs)):
+        con.register_filesystem(fs)
+    return "read_parquet([" + ", ".join(sql_string(name) for name in run.data_files) + "])"
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def _columns(run: Run) -> str:
     """The manifest columns of `run` in schema order, a later column its manifest lacks as a typed null."""
+    if run.data_files:
+        return ", ".join(MANIFEST_SCHEMA.names)
     present = set(pq.read_schema(run.manifest).names)
     return ", ".join(name if name in present else f"NULL::{LATER_COLUMNS[name]} AS {name}" for name in MANIFEST_SCHEMA.names)
 

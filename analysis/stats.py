@@ -125,16 +125,20 @@ SELECT axis, class, samples, thinking_samples, thinking_mean,
 FROM shares ORDER BY axis, class
 """
 
-# Counts are additive: bin by the raw label, then merge the labels of one class in the small result.
-_HISTOGRAM = f"""
+# Counts are additive: bin by the raw group, then merge the labels of one class in the small result.
+def _histogram(group: str, label: str) -> str:
+    """Samples per equal-width bin of thinking tokens (0 .. the view's max) per `group`, shown as `label` of it."""
+    return f"""
 WITH width AS (SELECT greatest(max(thinking_tokens), 1) / {HISTOGRAM_BINS} AS w FROM samples),
 binned AS (
-    SELECT reasoning, least(floor(thinking_tokens / w), {HISTOGRAM_BINS - 1})::INTEGER AS bin, count(*) AS samples, any_value(w) AS width
+    SELECT {group} AS grp, least(floor(thinking_tokens / w), {HISTOGRAM_BINS - 1})::INTEGER AS bin, count(*) AS samples,
+           any_value(w) AS width
     FROM samples, width WHERE thinking_tokens IS NOT NULL GROUP BY ALL
 )
-SELECT {label_sql('reasoning')} AS class, bin, sum(samples)::BIGINT AS samples, any_value(width) AS width
+SELECT {label} AS class, bin, sum(samples)::BIGINT AS samples, any_value(width) AS width
 FROM binned GROUP BY ALL ORDER BY class, bin
 """
+
 
 _FLAGS = """
 SELECT flag, count(*) AS samples FROM (SELECT unnest(thinking_flags) AS flag FROM samples WHERE thinking_tokens IS NOT NULL)
@@ -147,9 +151,10 @@ def class_statistics(con) -> pa.Table:
     return con.sql(_CLASS_STATS).to_arrow_table()
 
 
-def thinking_histogram(con) -> pa.Table:
-    """Samples per equal-width bin of thinking tokens (0 .. max), per reasoning level."""
-    return con.sql(_HISTOGRAM).to_arrow_table()
+def thinking_histogram(con, by: str = "reasoning") -> pa.Table:
+    """Samples per equal-width bin of thinking tokens (0 .. max), per reasoning level, or per run (`by="run"`)."""
+    label = label_sql("grp") if by == "reasoning" else "grp"
+    return con.sql(_histogram(by, label)).to_arrow_table()
 
 
 def flag_counts(con) -> pa.Table:

@@ -61,6 +61,18 @@ def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, di
 
 
 @pytest.fixture(scope="session")
+def short_budget_run(full_run, tmp_path_factory) -> tuple[PipelineConfig, dict]:
+    """full_run's corpus and teacher again with a quarter of its thinking budget (16 tokens), one worker: a second
+    run of the same documents, to compare with the first."""
+    from tpt.run import execute
+
+    config = full_run[0]
+    config = config.model_copy(update={"generate": config.generate.model_copy(update={"max_new_tokens": 16})})
+    config = config.with_output_dir(str(tmp_path_factory.mktemp("short-budget-run") / "out"))
+    return config, execute(config, workers=1)
+
+
+@pytest.fixture(scope="session")
 def transformers_server():
     """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
     from benchmarks.bench_generate import start_server

@@ -102,6 +102,7 @@ def test_report_folder_is_replaced_whole(run, tmp_path, capsys):
     assert "advanced over none" in capsys.readouterr().out
     names = sorted(p.name for p in output.iterdir())
     assert names == sorted([".tpt-owner", "summary.json", "report.html", "domain.csv", "audience.csv", "reasoning.csv", "sources.csv",
+                            "duplicates.csv",
                             "thinking_by_class.png", "thinking_histogram.png", "upsampling.png", "tokens_by_source.png"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     page = (output / "report.html").read_text()

@@ -27,6 +27,8 @@ COMMANDS = {
     "report": "tpt.analysis.commands.report",
     "stats": "tpt.analysis.commands.stats",
     "estimate": "tpt.analysis.commands.estimate",
+    "show": "tpt.analysis.commands.show",
+    "publish": "tpt.analysis.commands.publish",
 }
 
 

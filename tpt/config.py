@@ -39,6 +39,9 @@ class SourceConfig(Section):
     text_field: str = "text"
     id_field: str | None = "id"  # None, or absent in a row: a content hash of source + text
     weight: float = Field(default=1.0, gt=0)
+    # the corpus' license as the Hugging Face Hub names it (e.g. cc-by-4.0, odc-by); `tpt publish` puts it on the
+    # dataset card, and writes "unknown" for a source without one
+    license: str | None = None
 
     @field_validator("name")
     @classmethod

@@ -30,14 +30,22 @@ class Column:
     stage: str  # the stage that fills it in ("read" for the fields every record starts with)
     manifest: bool = True  # a scalar kept in the manifest; the texts are not
     to_mds: Callable[[Any], Any] | None = None  # the value as the shards store it, where it differs
+    from_mds: Callable[[pa.Array], pa.Array] | None = None  # and back, a shard's column at a time
 
 
 def column(arrow: pa.DataType, mds: str, stage: str, manifest: bool = True, to_mds: Callable[[Any], Any] | None = None,
-           **options: Any) -> Any:
+           from_mds: Callable[[pa.Array], pa.Array] | None = None, **options: Any) -> Any:
     """A dataclass field declared as a stored column (`options`: the field's default, as for `dataclasses.field`)."""
     if not {"default", "default_factory"} & options.keys() and stage != "read":
         options["default"] = None  # a stage's field is unset until the stage runs
-    return field(metadata={COLUMN: Column(arrow, mds, stage, manifest, to_mds)}, **options)
+    return field(metadata={COLUMN: Column(arrow, mds, stage, manifest, to_mds, from_mds)}, **options)
+
+
+def _split_flags(column: pa.Array) -> pa.Array:
+    """Thinking flags as the shards store them, comma-separated, back to a list."""
+    import pyarrow.compute as pc  # here: workers that only write never load it
+
+    return pc.if_else(pc.equal(column, ""), pa.scalar([], pa.list_(pa.string())), pc.split_pattern(column, ","))
 
 
 @dataclass
@@ -60,7 +68,8 @@ class Record:
     thinking: str | None = column(pa.string(), "str", "think", manifest=False)
     thinking_tokens: int | None = column(pa.int32(), "int32", "think")
     finish_reason: str | None = column(pa.string(), "str", "think")  # "stop" or "length"
-    thinking_flags: list[str] = column(pa.list_(pa.string()), "str", "think", to_mds=",".join, default_factory=list)
+    thinking_flags: list[str] = column(pa.list_(pa.string()), "str", "think", to_mds=",".join, from_mds=_split_flags,
+                                       default_factory=list)
     sample_tokens: int | None = column(pa.int32(), "int32", "think")  # teacher tokens of the training sample [d; t]
     thinking_budget: int | None = column(pa.int32(), "int32", "think")  # the max_new_tokens it was generated with
     # a duplicate written with its kept copy's thinking (`dedup.duplicates: reuse`): that copy's id, how it is a copy
@@ -87,6 +96,7 @@ COLUMNS: dict[str, Column] = {f.name: f.metadata[COLUMN] for f in dataclasses.fi
 BASE_FIELDS = tuple(name for name, c in COLUMNS.items() if c.stage == "read")  # every record has them from the start
 SCALAR_FIELDS = tuple(name for name, c in COLUMNS.items() if c.manifest)  # the manifest's columns
 MDS_TYPES = {name: c.mds for name, c in COLUMNS.items()}
+ARROW_TYPES = {name: c.arrow for name, c in COLUMNS.items()}
 
 MANIFEST_SCHEMA = pa.schema(
     [pa.field(name, COLUMNS[name].arrow) for name in SCALAR_FIELDS],

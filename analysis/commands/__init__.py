@@ -1,1 +1,1 @@
-"""The analysis commands: `tpt report`, `tpt stats`, `tpt estimate`."""
+"""The analysis commands: `tpt report`, `tpt stats`, `tpt estimate`, `tpt show`, `tpt publish`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -54,9 +55,17 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Repo
         if report:
             summary["stages"].setdefault(stage.name, {}).update(report)
     summary["output"] = layout.url
+    summary["config"] = recorded_config(config)
     staging.write_text(staging.summary, json.dumps(summary, indent=2) + "\n")
     publish(layout)
     return summary
+
+
+def recorded_config(config: PipelineConfig) -> dict[str, Any]:
+    """The config a run was made with, for its summary (`tpt publish` puts it on the dataset card): every key,
+    with any user name and password in a URL (https://user:token@host) left out."""
+    text = json.dumps(config.model_dump(mode="json"))
+    return json.loads(re.sub(r"(\w+://)[^/@\s\"]+@", r"\1", text))
 
 
 def merge_mds_indexes(layout: OutputLayout) -> None:

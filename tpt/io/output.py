@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from tpt.config import OutputConfig, parse_size
 from tpt.io.mds import ShardWriter
 from tpt.io.storage import Folder
-from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table, mds_value
+from tpt.schema import ARROW_TYPES, COLUMNS, MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table, mds_value
 
 
 def part_of(key: str, parts: int) -> int:
@@ -68,6 +68,15 @@ def mds_sample(record: Record, fields: list[str]) -> dict:
             raise ValueError(f"record {record.id!r} of {record.source!r}: field {name!r} is unset, but the shards store it")
         sample[name] = mds_value(name, value)
     return sample
+
+
+def sample_columns(shard: pa.Table) -> pa.Table:
+    """A shard's columns (tpt.io.mds.decode_shard) in the record's own types: the inverse of `mds_sample`."""
+    columns = {}
+    for name in shard.column_names:
+        decode, column = COLUMNS[name].from_mds, shard.column(name)
+        columns[name] = (decode(column) if decode else column).cast(ARROW_TYPES[name])
+    return pa.table(columns)
 
 
 def write_rejects(layout: OutputLayout, source: str, part: str, rejects: Iterable[Reject]) -> int:
