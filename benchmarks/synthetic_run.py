@@ -19,16 +19,18 @@ from tpt.config import GenerateConfig, OutputConfig, PipelineConfig, SourceConfi
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout, part_name, write_part
 from tpt.io.publish import staged
-from tpt.schema import MDS_TYPES, Record
+from tpt.dedup import STAGE
+from tpt.schema import MDS_TYPES, Record, stage_fields
 
 SEPARATOR = "\n\n"
 
 
 def write_records(out: Path | str, records: Iterable[Record], config: PipelineConfig, parts_of: int = 100_000) -> dict:
     """Finish a run at `out` from `records` (sorted by source): each source's records go to MDS parts of
-    `parts_of` records, every field the record schema has; returns the run's summary."""
+    `parts_of` records, every field the stages write to the shards; returns the run's summary."""
     layout = OutputLayout(str(out))
-    staging, fields, part, source, batch = staged(layout), list(MDS_TYPES), 0, None, []
+    fields = [name for name in MDS_TYPES if name not in stage_fields(STAGE)]  # a duplicate's marks stay in the manifest
+    staging, part, source, batch = staged(layout), 0, None, []
     for record in chain(records, [None]):  # None: the end, which writes the last part
         if batch and (record is None or record.source != source or len(batch) == parts_of):
             write_part(staging, source, part_name(part), batch, fields, config.output)
