@@ -8,7 +8,8 @@
 A prepare task spills what it hands on (records and rejects) to a file of its own,
 OUT/.datatrove/shuffle/spill/part-RRRRR.jsonl, and writes each record's bucket
 entries to the file of the bucket task that owns the bucket,
-shuffle/buckets/part-BBBBB/prepare-RRRRR.jsonl. A bucket task writes its
+shuffle/buckets/part-BBBBB/prepare-RRRRR.jsonl: one line per document and
+bucket task, its buckets there, its member and its signature said once. A bucket task writes its
 verified edges, shuffle/edges/part-BBBBB.jsonl; the one clusters task reads
 them all (the only thing gathered in one place) and writes, for each stage
 task, the duplicates among its ids: shuffle/duplicates/part-RRRRR.jsonl.
@@ -29,7 +30,7 @@ from contextlib import ExitStack
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.dedup import Deduplication, Duplicate, Edge, Member, decide
+from tpt.dedup import EXACT, Deduplication, Duplicate, Edge, Member, decide
 from tpt.io.jsonlines import JsonLinesStore, Location
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
@@ -62,12 +63,15 @@ class Sign(PipelineStep):
                 spill.write(line)
                 if is_reject(document):
                     continue
-                for bucket, (member, signature) in self.dedup.entries(from_document(document), where):
-                    part = part_of(bucket, self.tasks)
+                member, signature, by_part = None, None, defaultdict(list)
+                for bucket, (member, band_signature) in self.dedup.entries(from_document(document), where):
+                    by_part[part_of(bucket, self.tasks)].append(bucket)
+                    signature = signature or band_signature
+                for part, buckets in by_part.items():  # one line per document and bucket task: the member said once
                     if part not in files:
                         local = stack.enter_context(shuffle.staged_file(f"{BUCKETS}/{part_name(part)}/prepare-{rank:05d}.jsonl"))
                         files[part] = stack.enter_context(open(local, "w", encoding="utf-8"))
-                    files[part].write(json.dumps([bucket, _member(member), _signature(signature)]) + "\n")
+                    files[part].write(json.dumps([buckets, _member(member), _signature(signature)]) + "\n")
                 progress.update(1)
                 self.stat_update("signed")
         progress.done()
@@ -88,8 +92,10 @@ class VerifyBuckets(PipelineStep):
         for name in shuffle.glob(f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
             with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
                 for line in stream:
-                    bucket, member, signature = json.loads(line)
-                    buckets[bucket].append((_read_member(member), _read_signature(signature)))
+                    keys, member, signature = json.loads(line)
+                    member, signature = _read_member(member), _read_signature(signature)
+                    for bucket in keys:
+                        buckets[bucket].append((member, signature if not bucket.startswith(EXACT) else None))
         lines = [json.dumps([_member(edge.a), _member(edge.b), edge.similarity]) + "\n"
                  for bucket in sorted(buckets) for edge in self.dedup.edges(bucket, buckets[bucket])]
         self.stat_update("edges", value=len(lines))

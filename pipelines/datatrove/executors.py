@@ -34,13 +34,13 @@ class Job:
     tasks: int
 
 
-def local_executors(jobs: list[Job], logs: Folder, workers: int) -> list[LocalPipelineExecutor]:
-    """Worker processes forked from a fork server that imported the engine (and torch) once.
+def local_executors(jobs: list[Job], logs: Folder, workers: int, preload: tuple[str, ...] = ()) -> list[LocalPipelineExecutor]:
+    """Worker processes forked from a fork server that imported the engine (and torch, and `preload`) once.
 
     Forking the driver itself is unsafe once it runs threads (a worker can inherit a held
     lock and hang); a plain fork server would re-import torch in every worker of every job.
     """
-    multiprocess.get_context("forkserver").set_forkserver_preload(["tpt.pipelines.datatrove.pipeline"])
+    multiprocess.get_context("forkserver").set_forkserver_preload(["tpt.pipelines.datatrove.pipeline", *preload])
     executors: list[LocalPipelineExecutor] = []
     for job in jobs:
         executors.append(LocalPipelineExecutor(

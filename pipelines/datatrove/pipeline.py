@@ -78,7 +78,7 @@ class DatatroveRun:
             return executors.ray_executors(jobs, self.logs, self.plan.config.datatrove.ray, self.workers, self.address)
         if self.executor == "slurm":
             return executors.slurm_executors(jobs, self.logs, self.plan.config.datatrove.slurm, self.workers)
-        return executors.local_executors(jobs, self.logs, self.workers)
+        return executors.local_executors(jobs, self.logs, self.workers, self.plan.dedup.worker_modules if self.plan.dedup else ())
 
     def start_or_resume(self) -> bool:
         """True if an earlier attempt of this very run is resumed; else start afresh, clearing what other runs

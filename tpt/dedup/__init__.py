@@ -36,7 +36,8 @@ from tpt.dedup.signature import Signer, digest
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.schema import COLUMNS, Record, Reject
 
-__all__ = ["DUPLICATE_TEXT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "decide", "with_kept_fields"]
+__all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "decide",
+           "with_kept_fields"]
 
 EXACT = "exact:"  # the bucket key of a digest; a band's key starts with its number
 OWN = ("read", "truncate", STAGE)  # the stages whose fields a copy keeps as its own
@@ -60,6 +61,11 @@ class Deduplication:
         # reuse with a think stage: a copy travels with its kept record; without one it is written as it is, marked
         self.attach_copies = config.duplicates == "reuse" and thinks
         self._signer = Signer(config.minhash)
+
+    @property
+    def worker_modules(self) -> tuple[str, ...]:
+        """What a worker imports to sign (seconds: datasketch imports scipy), for an engine to load once before it forks."""
+        return ("datasketch",) if self.config.near else ()
 
     def member(self, record: Record, where: Any = None) -> Member:
         return Member(record.id, record.source, self.weights[record.source], digest(record.text, self.config.normalize), where)

@@ -40,7 +40,7 @@ def shingles(text: str, n: int) -> list[str]:
     words = unicodedata.normalize("NFC", text).lower().split()
     if len(words) <= n:
         return [" ".join(words)] if words else []
-    return [" ".join(gram) for gram in zip(*(words[i:] for i in range(n)))]
+    return list(map(" ".join, zip(*(words[i:] for i in range(n)))))
 
 
 class Signer:
