@@ -103,7 +103,9 @@ def write_corpus(path: Path, records: list[Record]) -> Path:
 
 def truncated(records: list[Record]) -> list[Record]:
     """The documents as the think stage gets them from `tpt run`'s truncate stage."""
-    return Truncate("embedded", MAX_DOC_TOKENS).process(records)
+    truncate = Truncate("embedded", MAX_DOC_TOKENS)
+    truncate.setup()
+    return truncate.process(records)
 
 
 def think_requests(kept: list[Record]) -> list[Request]:

@@ -194,6 +194,7 @@ def test_starter_models_load_and_label_real_documents(taxonomy):
 def test_stage_labels_every_record_and_rejects_invisible_text():
     stage = Classify(ClassifyConfig())
     clone = pickle.loads(pickle.dumps(stage))  # what an engine ships to its workers
+    clone.setup()
     batch = [Record(d.id, "demo", d.text) for d in demo_docs(per_file=2)] + [Record("blank", "demo", "\u200b\u200b")]
     out = clone.process(batch)
     assert [getattr(r, "id") for r in out] == [r.id for r in batch]
@@ -213,7 +214,7 @@ def test_classify_config_is_validated():
     with pytest.raises(ValueError, match="Extra inputs"):
         ClassifyConfig.model_validate({"modles": {}})
     with pytest.raises(FileNotFoundError, match="no domain.ftz or domain.bin"):
-        Classify(ClassifyConfig.model_validate({"models": {"domain": str(ROOT / "tests")}}))
+        Classify(ClassifyConfig.model_validate({"models": {"domain": str(ROOT / "tests")}})).check()
 
 
 # The NaN trap (docs/classification.md): below 11 threads the binding trains on uninitialised memory.

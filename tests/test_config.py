@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG, ROOT
 from tpt.config import ConfigError, load_config, parse_size
 
 
@@ -162,3 +162,22 @@ def test_a_path_found_only_in_the_current_folder_still_works_with_a_warning(tmp_
     config = load_config(write(folder, "sources: [{name: a, path: a.jsonl}]\noutput: {dir: out}\n"))
     assert config.output.dir == str(tmp_path / "out")
     assert "output.dir: out is not beside the config file" in caplog.text and "relative to the config file" in caplog.text
+
+
+def test_every_command_that_reads_a_config_takes_key_value_overrides_on_one_path(tmp_path, capsys):
+    from tpt.cli import main
+    from tpt.train.config import load_train_config
+    from tpt.train.experiment import load_experiment
+
+    config = write(tmp_path, "sources: [{name: a, path: a.jsonl}]")
+    loaded = load_config(config, ["truncate.max_doc_tokens=512", "dedup.minhash.jaccard_threshold=0.9", "output.parts=2"])
+    assert (loaded.truncate.max_doc_tokens, loaded.dedup.minhash.jaccard_threshold, loaded.output.parts) == (512, 0.9, 2)
+    with pytest.raises(ConfigError, match=r"truncate.max_doc_tokns: unknown key; allowed keys here: max_doc_tokens"):
+        load_config(config, ["truncate.max_doc_tokns=512"])
+    assert load_train_config(ROOT / "composer_yamls" / "tiny-cpu.yaml", ["max_seq_len=64"]).max_seq_len == 64
+    assert load_experiment(ROOT / "configs" / "experiment-cpu.yaml", ["tokens=4096"]).tokens == 4096
+    for command, options in ((["run", str(config)], []), (["label", str(config)], ["--sample", "1", "--output", str(tmp_path)])):
+        assert main([*command, "truncate.max_doc_tokens=0", *options]) == 2  # validated as if it were in the file
+        assert "truncate.max_doc_tokens: Input should be greater than 0" in capsys.readouterr().err
+    assert main(["experiment", str(ROOT / "configs" / "experiment-cpu.yaml"), "eval_points=0"]) == 2
+    assert "eval_points: Input should be greater than 0" in capsys.readouterr().err

@@ -181,6 +181,7 @@ def test_label_train_predict_with_the_embedded_teacher_killed_and_resumed(tmp_pa
 
     classify = load_config(config).classify
     stage = Classify(ClassifyConfig.model_validate(classify.model_dump()))
+    stage.setup()
     labelled = stage.process([Record(row["id"], "demo", row["text"]) for row in rows])
     taxonomy = load_taxonomy(classify.taxonomy)
     assert all(getattr(r, axis) in taxonomy[axis].labels for r in labelled for axis in AXES)

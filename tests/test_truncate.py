@@ -29,9 +29,16 @@ def count(encoder: Tokenizer, text: str) -> int:
     return len(encoder.encode(text, add_special_tokens=False).ids)
 
 
+def truncate_to(budget: int, tokenizer: str = "embedded") -> Truncate:
+    """The stage, set up as an engine sets it up before it streams."""
+    stage = Truncate(tokenizer, budget)
+    stage.setup()
+    return stage
+
+
 @pytest.mark.parametrize("budget", [64, 2048])
 def test_truncated_texts_are_prefixes_within_budget(encoder, demo_records, budget):
-    out = Truncate("embedded", budget).process(demo_records)
+    out = truncate_to(budget).process(demo_records)
     assert [r.id for r in out] == [r.id for r in demo_records]
     for before, after in zip(demo_records, out):
         assert before.text.startswith(after.text)
@@ -48,7 +55,7 @@ def test_truncated_texts_are_prefixes_within_budget(encoder, demo_records, budge
 def test_multibyte_characters_split_across_tokens(encoder):
     texts = ["🎉" * 40, "日本語のテキスト" * 30, "naïve café " * 50]
     for budget in (1, 7, 13):
-        out = Truncate("embedded", budget).process([Record(str(i), "s", t) for i, t in enumerate(texts)])
+        out = truncate_to(budget).process([Record(str(i), "s", t) for i, t in enumerate(texts)])
         for text, record in zip(texts, out):
             assert text.startswith(record.text)
             assert record.kept_tokens == count(encoder, record.text) <= budget
@@ -82,7 +89,7 @@ def cut_by_whole_prefix(encoder: Tokenizer, text: str, budget: int) -> str:
 
 def test_every_budget_cuts_where_encoding_the_whole_prefix_does(encoder):
     records = [Record(str(i), "s", t) for i, t in enumerate(EDGE_TEXTS)]
-    truncate = Truncate("embedded", 1)
+    truncate = truncate_to(1)
     for budget in range(1, max(count(encoder, t) for t in EDGE_TEXTS) + 1):
         truncate.max_doc_tokens = budget  # one tokenizer load for every budget
         for text, record in zip(EDGE_TEXTS, truncate.process(records)):
@@ -128,7 +135,7 @@ def test_a_tokenizer_that_marks_the_start_of_a_text_still_counts_exactly(prefix_
     marking = Tokenizer.from_file(str(tokenizer_file(prefix_space_tokenizer)))
     assert marking.encode("word").ids == marking.encode(" word").ids, "the variant must mark the start of a text"
     records = demo_records + [Record(f"edge-{i}", "s", t) for i, t in enumerate(EDGE_TEXTS)]
-    truncate = Truncate(prefix_space_tokenizer, 1)
+    truncate = truncate_to(1, prefix_space_tokenizer)
     for budget in (3, 7, 64):
         truncate.max_doc_tokens = budget
         out = truncate.process(records)

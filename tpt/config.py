@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -398,20 +399,51 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline config; its relative paths resolve against the file (`resolve_paths`)."""
-    path = Path(path)
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """A pipeline config; its relative paths resolve against the file (`resolve_paths`)."""
+    return load_yaml_config(path, PipelineConfig, overrides, resolve=resolve_paths)
+
+
+Loaded = TypeVar("Loaded", bound=BaseModel)
+
+
+def load_yaml_config(path: str | Path, model: type[Loaded], overrides: Sequence[str] = (), kind: str = "",
+                     resolve: Callable[[dict[str, Any], Path], None] | None = None) -> Loaded:
+    """The one way tpt reads a config file (a pipeline's, a training's, an experiment's): read it strictly
+    (`load_yaml`), set each `key.sub=value` override (`apply_override`; relative paths in one are relative to where
+    the command runs, as any path on a command line), make the file's own relative paths absolute (`resolve`),
+    and validate it, every problem named by its key in one error."""
+    path, what = Path(path), f"{kind} config".strip()
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such {what} file")
     raw = load_yaml(path)
+    raw = {} if raw is None else raw  # an empty file: every key at its default
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    resolve_paths(raw, path)
+    if resolve is not None:
+        resolve(raw, path)
+    for override in overrides:
+        apply_override(raw, override)
     try:
-        return PipelineConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
-        problems = "\n".join(f"  {describe_error(PipelineConfig, e)}" for e in error.errors())
-        raise ConfigError(f"{path}: invalid config\n{problems}") from None
+        problems = "\n".join(f"  {describe_error(model, e)}" for e in error.errors())
+        raise ConfigError(f"{path}: invalid {what}\n{problems}") from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in the raw YAML mapping; the value is parsed as YAML (so 10, true, [1, 2] keep their types)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key.sub=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a {type(child).__name__}, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value)
 
 
 MAX_DEPTH = 32  # levels of nesting in a config; the deepest tpt reads is 5

@@ -17,6 +17,7 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config YAML (its sources, and its generate: section for the LLM labeller)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="set a key of the config (dotted for nested keys)")
     parser.add_argument("--sample", type=int, required=True, metavar="N", help="documents to label")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="folder or URL (gs://...) for labels.jsonl (the resumable store) and labels.parquet")
@@ -30,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     from tpt.classify.taxonomy import load_taxonomy
     from tpt.config import ClassifyConfig, load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     classify = config.classify or ClassifyConfig()
     taxonomy = load_taxonomy(classify.taxonomy)
     if args.labeller == "llm" and config.generate is None:

@@ -1,5 +1,8 @@
 """Run the pipeline of a config: read, truncate, ..., write MDS shards.
 
+Any key of the config can be set after it, as `tpt train` takes them:
+  tpt run configs/demo.yaml truncate.max_doc_tokens=512 dedup.duplicates=reuse
+
 Pass engine options after `--`, e.g. Beam's Dataflow options:
   tpt run configs/my.yaml --runner DataflowRunner --output gs://bucket/run -- --project P --region R --temp_location gs://b/tmp
 On datatrove (local worker processes, Slurm job arrays from the config's `datatrove.slurm`, or Ray tasks):
@@ -18,6 +21,8 @@ from tpt.run.engines import ENGINES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="pipeline config YAML")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="set a key of the config (dotted for nested keys; values parse as YAML)")
     parser.add_argument("--output", help="output folder (overrides output.dir)")
     parser.add_argument("--engine", choices=list(ENGINES), default="beam", help="pipeline engine (default: beam)")
     parser.add_argument("--workers", type=int,
@@ -39,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     from tpt.io.output import OutputLayout
     from tpt.run import execute
 
-    config = load_config(args.config).with_output_dir(args.output)
+    config = load_config(args.config, args.overrides).with_output_dir(args.output)
     summary = execute(config, args.engine, check=not args.dry_run,  # a dry run writes nothing and needs no server yet
                       workers=args.workers, runner=args.runner, beam_args=args.engine_args, executor=args.executor,
                       tasks=args.tasks, dry_run=args.dry_run, address=args.address)

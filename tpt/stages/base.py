@@ -1,17 +1,21 @@
 """What every stage is, and the one lifecycle both engines honour.
 
-Engines construct a stage in the driver (it must pickle: configuration only),
-call `check()` there before anything is written (a missing template or an
-unreachable server stops the run while the previous run's outputs are still
-whole), and then, in each worker process:
+Engines construct a stage in the driver (it must pickle: configuration only;
+nothing is loaded in `__init__`), call `check()` there before anything is
+written (a missing model or template, an unreachable server: the run stops
+while the previous run's outputs are still whole), and then, in each worker process:
 
-- `setup()` once, to load tokenizers or models or open connections;
+- `setup()` before the first stream, to load tokenizers or models or open
+  connections (a repeat call does nothing);
 - `stream(progress)` for each bundle or task: a `StageStream` that takes records
   one at a time (`push`) and hands back whatever is finished, then everything
-  left (`finish`). A plain stage processes `batch_size` records at a time; a
-  stage that keeps a window of work in flight (think) streams for real;
+  left (`finish`);
 - `close()` at teardown, to release what `setup` took;
 - `report(layout)` in the driver once the run is written, for summary.json.
+
+Two kinds of stage fill that in. A `BatchStage` (truncate, classify) has one
+hook, `process(batch)`, and is streamed `batch_size` records at a time. A stage
+that keeps work in flight (think) implements `stream` itself.
 
 A stage returns each record it keeps, changed, and a `Reject` for each it sets
 aside; it never drops one. It counts its own progress on the `Progress` given.
@@ -43,7 +47,6 @@ class StageStream:
 
 class Stage:
     name: ClassVar[str]
-    batch_size: int = 256  # records per `process` call
 
     @property
     def adds(self) -> tuple[str, ...]:
@@ -54,13 +57,11 @@ class Stage:
         """In the driver, before the run writes anything: fail now, with a clear error, on what would fail later."""
 
     def setup(self) -> None:
-        """Load what the stage needs, once per worker process; repeat calls do nothing."""
-
-    def process(self, batch: list[Record]) -> list[Record | Reject]:
-        raise NotImplementedError
+        """Load what the stage needs, once per worker process, before its first stream; repeat calls do nothing."""
 
     def stream(self, progress: Progress) -> StageStream:
-        return Batches(self, progress)
+        """Records through the stage, for one bundle or task (after `setup`)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release what `setup` took; the stage can be set up again afterwards."""
@@ -70,10 +71,23 @@ class Stage:
         return {}
 
 
-class Batches(StageStream):
-    """A plain stage as a stream: `batch_size` records at a time through `process`."""
+class BatchStage(Stage):
+    """A stage that takes records a batch at a time: `process` is its one hook."""
 
-    def __init__(self, stage: Stage, progress: Progress):
+    batch_size: int = 256  # records per `process` call
+
+    def process(self, batch: list[Record]) -> list[Record | Reject]:
+        """Each record of `batch`, changed, or its Reject, in order (after `setup`)."""
+        raise NotImplementedError
+
+    def stream(self, progress: Progress) -> StageStream:
+        return Batches(self, progress)
+
+
+class Batches(StageStream):
+    """A batch stage as a stream: `batch_size` records at a time through `process`."""
+
+    def __init__(self, stage: BatchStage, progress: Progress):
         self.stage, self.progress = stage, progress
         self._batch: list[Record] = []
 

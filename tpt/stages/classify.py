@@ -16,21 +16,21 @@ from tpt.classify.taxonomy import AXES
 from tpt.config import ClassifyConfig
 from tpt.io.output import OutputLayout
 from tpt.schema import Record, Reject
-from tpt.stages.base import Stage
+from tpt.stages.base import BatchStage
 
 
-class Classify(Stage):
+class Classify(BatchStage):
     name: ClassVar[str] = "classify"
 
     def __init__(self, config: ClassifyConfig):
         self.taxonomy = config.taxonomy
         self.models = {axis: getattr(config.models, axis) for axis in AXES}  # specs: resolved where the stage runs
         self.batch_size = config.batch_size
-        self._loaded: dict[str, AxisModel] | None = None
-        self._load()  # in the driver too, so a missing or wrong model fails before the run starts
+        self._loaded: dict[str, AxisModel] | None = None  # by `setup`, in each worker: fastText models do not pickle
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_loaded": None}  # fastText models do not pickle; workers load their own
+    def check(self) -> None:
+        """Every model loads and labels with the taxonomy's labels: a missing or wrong model fails before the run."""
+        self._load()
 
     def setup(self) -> None:
         if self._loaded is None:
@@ -40,7 +40,6 @@ class Classify(Stage):
         return {axis: load_model(str(model_path(spec, axis)), axis, self.taxonomy) for axis, spec in self.models.items()}
 
     def process(self, batch: list[Record]) -> list[Record | Reject]:
-        self.setup()
         out: list[Record | Reject] = []
         texts, kept = [], []
         for record in batch:

@@ -23,19 +23,19 @@ from tokenizers import Encoding, Tokenizer
 
 from tpt.assets import tokenizer_file
 from tpt.schema import Record, Reject
-from tpt.stages.base import Stage
+from tpt.stages.base import BatchStage
 
 
-class Window(NamedTuple):
+class Span(NamedTuple):
     """text[:end] encodes as `head` tokens (those of text[:start]) followed by the encoding of text[start:end]."""
 
     start: int
     end: int
     head: int
-    check: list[int]  # the document's own tokens for the window's first piece
+    check: list[int]  # the document's own tokens for the span's first piece
 
 
-class Truncate(Stage):
+class Truncate(BatchStage):
     name: ClassVar[str] = "truncate"
 
     def __init__(self, tokenizer: str, max_doc_tokens: int, batch_size: int = 256):
@@ -52,23 +52,22 @@ class Truncate(Stage):
             self._encoder = encoder
 
     def process(self, batch: list[Record]) -> list[Record | Reject]:
-        self.setup()
         texts = [r.text for r in batch]
         encodings = self._encode(texts)
         doc_tokens = [len(e) for e in encodings]
         kept, kept_tokens = list(texts), list(doc_tokens)
-        encoded = [(i, Window(0, len(texts[i]), 0, []), encodings[i]) for i, n in enumerate(doc_tokens) if n > self.max_doc_tokens]
+        encoded = [(i, Span(0, len(texts[i]), 0, []), encodings[i]) for i, n in enumerate(doc_tokens) if n > self.max_doc_tokens]
         while encoded:
-            windows = []
-            for i, window, encoding in encoded:
-                if window.check and encoding.ids[: len(window.check)] != window.check:  # the text's start is marked
-                    windows.append((i, Window(0, window.end, 0, [])))
-                elif window.head + len(encoding) > self.max_doc_tokens:
-                    windows.append((i, self._cut(window, encoding)))
+            spans = []
+            for i, span, encoding in encoded:
+                if span.check and encoding.ids[: len(span.check)] != span.check:  # the text's start is marked
+                    spans.append((i, Span(0, span.end, 0, [])))
+                elif span.head + len(encoding) > self.max_doc_tokens:
+                    spans.append((i, self._cut(span, encoding)))
                 else:
-                    kept[i], kept_tokens[i] = texts[i][: window.end], window.head + len(encoding)
-            encodings = self._encode([texts[i][w.start : w.end] for i, w in windows])
-            encoded = [(i, window, encoding) for (i, window), encoding in zip(windows, encodings)]
+                    kept[i], kept_tokens[i] = texts[i][: span.end], span.head + len(encoding)
+            encodings = self._encode([texts[i][w.start : w.end] for i, w in spans])
+            encoded = [(i, span, encoding) for (i, span), encoding in zip(spans, encodings)]
         return [
             record.replace(text=text, doc_tokens=n_doc, kept_tokens=n_kept, truncated=n_doc > n_kept)
             for record, text, n_doc, n_kept in zip(batch, kept, doc_tokens, kept_tokens)
@@ -77,18 +76,18 @@ class Truncate(Stage):
     def _encode(self, texts: list[str]) -> list[Encoding]:
         return self._encoder.encode_batch(texts, add_special_tokens=False) if texts else []
 
-    def _cut(self, window: Window, encoding: Encoding) -> Window:
+    def _cut(self, span: Span, encoding: Encoding) -> Span:
         """Cut before the first token past the budget (before the last kept one if that cuts nothing), and encode
         again from the second last piece that starts before the cut."""
-        first_over = self.max_doc_tokens - window.head
+        first_over = self.max_doc_tokens - span.head
         end = encoding.token_to_chars(first_over)[0]
-        if window.start + end >= window.end:
+        if span.start + end >= span.end:
             end = encoding.token_to_chars(first_over - 1)[0]
         starts = piece_starts(encoding, first_over, end)
         if len(starts) < 2:  # no piece is sure to keep its tokens: encode the whole prefix
-            return Window(0, window.start + end, 0, [])
+            return Span(0, span.start + end, 0, [])
         first, second = starts
-        return Window(window.start + encoding.token_to_chars(first)[0], window.start + end, window.head + first, encoding.ids[first:second])
+        return Span(span.start + encoding.token_to_chars(first)[0], span.start + end, span.head + first, encoding.ids[first:second])
 
 
 def piece_starts(encoding: Encoding, before: int, end: int) -> list[int]:

@@ -7,13 +7,13 @@ used; every other key is typed, and a typo fails with the keys allowed there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from tpt.config import ConfigError, Section, describe_error, load_yaml
+from tpt.config import Section, load_yaml_config
 
 
 class ModelConfig(Section):
@@ -163,33 +163,6 @@ class TrainConfig(Section):
         return self
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in the raw YAML mapping; the value is parsed as YAML (so 10, true, [1, 2] keep their types)."""
-    key, sep, value = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {override!r}: expected key.sub=value")
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is a {type(child).__name__}, not a section")
-        node = child
-    node[leaf] = yaml.safe_load(value)
-
-
-def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """Read a training YAML, apply the command-line overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such training YAML")
-    raw = load_yaml(path) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    for override in overrides:
-        apply_override(raw, override)
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = "\n".join(f"  {describe_error(TrainConfig, e)}" for e in error.errors())
-        raise ConfigError(f"{path}: invalid training config\n{problems}") from None
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A training YAML with the command line's `key=value` overrides (tpt.config.load_yaml_config)."""
+    return load_yaml_config(path, TrainConfig, overrides, kind="training")

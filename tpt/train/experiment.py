@@ -13,12 +13,13 @@ import glob
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from tpt.config import ConfigError, Section, describe_error, load_yaml
+from tpt.config import Section, load_yaml_config
 from tpt.train.evaluate import read_eval_log
 from tpt.train.heldout import is_heldout, read_documents, write_heldout
 
@@ -44,18 +45,9 @@ class ExperimentConfig(Section):
     train_devices: int = Field(default=1, gt=0)  # devices each arm trains on
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
-    raw = load_yaml(path) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__}")
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = "\n".join(f"  {describe_error(ExperimentConfig, e)}" for e in error.errors())
-        raise ConfigError(f"{path}: invalid experiment config\n{problems}") from None
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """An experiment YAML with the command line's `key=value` overrides (tpt.config.load_yaml_config)."""
+    return load_yaml_config(path, ExperimentConfig, overrides, kind="experiment")
 
 
 def split_corpus(sources: list[Any], fraction: float, out: Path) -> dict[str, Any]:
