@@ -60,6 +60,11 @@ class Think(Stage):
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._store: ThinkingStore | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Configuration only: what `setup` opened (a backend's thread and connections, locks) belongs to its process,
+        and one local worker sets the stage up in the driver, which copies it for the next job."""
+        return {**{name: self.__dict__[name] for name in ("config", "tokenizer", "store_dir", "run_id")}, "_store": None}
+
     def setup(self) -> None:
         if self._store is not None:
             return
