@@ -522,3 +522,27 @@ def test_every_prefix_of_an_answer_closes_to_json_that_keeps_what_came_first():
         message = next(iter(closed.get("choices") or [{}]), {}).get("message", {})
         assert content.startswith(message.get("content", "")), answer[:end]
     assert json.loads(close_cut_json(answer)) == json.loads(answer)
+
+
+def test_a_request_that_failed_before_reaching_a_server_leaves_the_summary_whole(fault_server, tmp_path, monkeypatch):
+    """A failure that names no server beside answers that name theirs: the per-server figures compared None with a
+    URL (TypeError) and the run failed in its summary, after all its work."""
+    from tpt.generate.backends import openai
+
+    completion = openai.Answer.completion
+    calls = []
+
+    def fails_once(answer, *args):  # a fault injected: the first answer fails as a bug would
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return completion(answer, *args)
+
+    monkeypatch.setattr(openai.Answer, "completion", fails_once)
+    server = fault_server()
+    stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
+    failed, kept = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    report = stage.report(OutputLayout(tmp_path))
+    stage.close()
+    assert isinstance(failed, Reject) and failed.detail == "openai: unexpected RuntimeError: injected" and not isinstance(kept, Reject)
+    assert (report["requests_failed"], list(report["servers"]), report["servers"][server.url]["requests"]) == (1, [server.url], 1)

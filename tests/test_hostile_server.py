@@ -23,7 +23,9 @@ from tpt.cli import main as cli
 from tpt.config import GenerateConfig, PipelineConfig, load_config
 from tpt.generate.backends import build_backend
 from tpt.generate.answers import stored_bytes
+from tpt.generate.backends import openai as openai_backend
 from tpt.io.output import OutputLayout, read_rejects
+from tpt.progress import log as progress_log
 from tpt.run import execute
 
 ENGINES = ("beam", "datatrove")
@@ -57,7 +59,8 @@ def logs_of_the_run():
     handler, root = logging.StreamHandler(text), logging.getLogger()
     handler.addFilter(lambda record: not record.name.startswith(("aiohttp.server", "aiohttp.access")))
     level = root.level
-    root.addHandler(handler)
+    for logger in (root, progress_log):  # progress lines do not propagate: they go to stderr in every worker
+        logger.addHandler(handler)
     root.setLevel(logging.INFO)
     sink = loguru.add(text, level="INFO")
     try:
@@ -66,7 +69,8 @@ def logs_of_the_run():
     finally:
         with contextlib.suppress(ValueError):  # datatrove's tasks replace every loguru sink (theirs write to sys.stderr)
             loguru.remove(sink)
-        root.removeHandler(handler)
+        for logger in (root, progress_log):
+            logger.removeHandler(handler)
         root.setLevel(level)
 
 
@@ -85,7 +89,8 @@ def one_worker_run(request, tmp_path_factory):
     try:
         folder = tmp_path_factory.mktemp(f"one-worker-{request.param}")
         url = server.url.replace("http://", f"http://tpt:{SECRET}@")
-        with logs_of_the_run() as logs:
+        with logs_of_the_run() as logs, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(openai_backend, "LOG_INTERVAL", 0.0)  # the servers' status line, after every request
             summary = execute(load(config_of(folder, url, documents(4)), folder / "out"), request.param, workers=1)
         yield request.param, summary, folder / "out", logs.getvalue(), server
     finally:
@@ -109,7 +114,7 @@ def test_credentials_in_a_server_url_reach_no_file_and_no_log(one_worker_run):
     assert list(summary["stages"]["think"]["servers"]) == [shown]
     (reject,) = read_rejects(OutputLayout(out))
     assert reject["detail"].startswith(f"HTTP 404 from {shown}/chat/completions: ")
-    assert logs and SECRET not in logs
+    assert f"{shown}: 0 in flight" in logs and SECRET not in logs
     leaks = [str(path) for path in out.rglob("*") if path.is_file() and SECRET.encode() in path.read_bytes()]
     assert not leaks
     unreachable = f"http://tpt:{SECRET}@127.0.0.1:{free_port()}/v1"  # the run's one-line error names the server

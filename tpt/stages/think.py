@@ -315,9 +315,9 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
         "characters_replaced": replaced,
     }
     if servers.keys() - {None}:  # served over HTTP: each server's share
-        report["servers"] = {url: {name: counts[name] for name in SERVER_COUNTS} | {
-            "output_tokens_per_second": round(counts["output_tokens"] / seconds, 2) if seconds > 0 else None}
-            for url, counts in sorted(servers.items()) if url}
+        report["servers"] = {url: {name: servers[url][name] for name in SERVER_COUNTS} | {
+            "output_tokens_per_second": round(servers[url]["output_tokens"] / seconds, 2) if seconds > 0 else None}
+            for url in sorted(filter(None, servers))}  # a request that failed before reaching a server names none
     if rate and generated:
         # every sample of the corpus at this run's mean thinking length and throughput
         hours = samples * (output_tokens / len(generated)) / rate / 3600
