@@ -9,10 +9,12 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 
+from tests.conftest import write_jsonl
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
@@ -62,23 +64,30 @@ def test_think_stage_over_a_real_server(transformers_server, tmp_path):
 
 
 class FaultInjectionServer:
-    """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`.
+    """A fake OpenAI-compatible server, only to inject faults: each request takes the next action of `script`, then
+    `choose(body)`'s or `default`. An action is a name, or a dict of `_respond`'s arguments (an answer as given).
 
-    A "slow" request is answered only once SLOW_AFTER others have been, whatever the machine's load.
+    A "slow" request is answered only once SLOW_AFTER others have been, whatever the machine's load. An
+    "endless" answer never ends by itself: it is written until the client hangs up (or ENDLESS_BYTES are out), and
+    `endless` says for each whether it is "writing", was "cut off" or "written whole".
     """
 
     SLOW_AFTER = 10
+    ENDLESS_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, script: list[str], delay: float = 0.0, default: str = "ok", models_status: int = 200):
-        self.script, self.delay, self.default = list(script), delay, default
+    def __init__(self, script: list, delay: float = 0.0, default: str = "ok", models_status: int = 200,
+                 models_body: str | None = None, choose: Callable[[dict], str | dict] | None = None):
+        self.script, self.delay, self.default, self.choose = list(script), delay, default, choose
         self.requests: list[dict] = []
+        self.endless: list[str] = []
         self.in_flight = self.max_in_flight = self.answered = 0
         self._others_answered = asyncio.Event()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
         app = web.Application()
-        app.router.add_get("/v1/models", lambda request: web.json_response({"data": [{"id": SERVED}]}, status=models_status))
+        app.router.add_get("/v1/models", lambda request: web.Response(text=models_body, content_type="application/json")
+                           if models_body is not None else web.json_response({"data": [{"id": SERVED}]}, status=models_status))
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_post("/v1/completions", self._answer)
         self._runner = web.AppRunner(app)
@@ -102,17 +111,23 @@ class FaultInjectionServer:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        action = self.script.pop(0) if self.script else self.default
+        action = self.script.pop(0) if self.script else self.choose(body) if self.choose else self.default
         self.requests[-1]["at"] = time.monotonic()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
+            if isinstance(action, dict):
+                return await self._respond(request, **action)
             if action == "slow":
                 await self._others_answered.wait()
             if action == "timeout":  # answer only when the server closes, long after the client's timeout
                 await self._closing.wait()
             if action == "disconnect":
+                request.transport.close()
+                return web.Response()
+            if action == "not-http":  # bytes that are no HTTP answer, then the connection closed
+                request.transport.write(b"NOT HTTP AT ALL\r\n\r\n")
                 request.transport.close()
                 return web.Response()
             if action in ("500", "429", "404"):
@@ -139,6 +154,10 @@ class FaultInjectionServer:
                 return response
             if action.startswith("200:"):  # a 200 with this body as it is
                 return web.Response(text=action[4:], content_type="application/json")
+            if action.startswith("raw:"):  # a 200 with this body's characters as bytes (latin-1): bytes that are not UTF-8
+                return web.Response(body=action[4:].encode("latin-1"), content_type="application/json")
+            if action.startswith("endless"):  # a server that ignores max_tokens and never stops
+                return await self._endless(request, sse=action == "endless-sse")
             text = f"<think>thinking for {body.get('prompt') or body['messages'][0]['content']}</think>"
             if "prompt" in body:
                 return web.json_response({"choices": [{"text": text, "finish_reason": "stop"}],
@@ -149,6 +168,38 @@ class FaultInjectionServer:
             self.answered += action != "slow"
             if self.answered >= self.SLOW_AFTER:
                 self._others_answered.set()
+
+    async def _respond(self, request: web.Request, body: bytes = b"", status: int = 200, headers: dict | None = None,
+                       piece: int = 0, pause: float = 0.0, drop_after: int | None = None) -> web.StreamResponse:
+        """An answer exactly as given: `body` written `piece` bytes at a time (0: at once), `pause` seconds apart,
+        the connection dropped after `drop_after` bytes."""
+        response = web.StreamResponse(status=status, headers={"Content-Type": "application/json", **(headers or {})})
+        await response.prepare(request)
+        body = body[:drop_after] if drop_after is not None else body
+        for start in range(0, len(body), piece or len(body) or 1):
+            await response.write(body[start:start + (piece or len(body))])
+            await asyncio.sleep(pause)
+        if drop_after is not None:
+            request.transport.close()
+        return response
+
+    async def _endless(self, request: web.Request, sse: bool) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else "application/json"})
+        await response.prepare(request)
+        event = f"data: {json.dumps({'choices': [{'delta': {'content': 'more words '}}]})}\n\n".encode()
+        chunk = event * (65536 // len(event)) if sse else b"more words " * 6000
+        mine = len(self.endless)
+        self.endless.append("writing")
+        try:
+            if not sse:
+                await response.write(b'{"choices": [{"finish_reason": "stop", "message": {"content": "')
+            for _ in range(self.ENDLESS_BYTES // len(chunk)):
+                await response.write(chunk)
+            await response.write(b"data: [DONE]\n\n" if sse else b'"}}]}')
+            self.endless[mine] = "written whole"
+        except (ConnectionError, RuntimeError):  # the client hung up
+            self.endless[mine] = "cut off"
+        return response
 
     async def _stream(self, request: web.Request, choices: list[dict]) -> web.StreamResponse:
         """A server-sent-events answer: one `data:` event per chunk, written apart, then usage and `[DONE]`."""
@@ -165,8 +216,8 @@ class FaultInjectionServer:
 def fault_server():
     servers = []
 
-    def start(script=(), delay=0.0, default="ok", models_status=200):
-        servers.append(FaultInjectionServer(list(script), delay, default, models_status))
+    def start(script=(), delay=0.0, default="ok", models_status=200, models_body=None, choose=None):
+        servers.append(FaultInjectionServer(list(script), delay, default, models_status, models_body, choose))
         return servers[-1]
 
     yield start
@@ -333,3 +384,165 @@ def test_an_answer_that_is_not_a_completion_is_set_aside_with_the_reason(fault_s
     endpoint = "chat/completions" if chat else "completions"
     assert isinstance(out, Reject) and (out.reason, out.detail) == ("generation_failed", f"{server.url}/{endpoint} {said}")
     assert len(server.requests) == 1
+
+
+def chat_answer(content: str, usage: str = '{"prompt_tokens": 3, "completion_tokens": 4}') -> str:
+    """The JSON text of a chat completion whose content is the JSON string literal `content` (escapes as written)."""
+    return f'{{"choices": [{{"message": {{"content": "{content}"}}, "finish_reason": "stop"}}], "usage": {usage}}}'
+
+
+def think_once(server, tmp_path, **changes) -> tuple[Record | Reject, dict]:
+    """One document through a fresh think stage on `server`, and the run's generation report."""
+    stage = Think(fault_config(server.url, chat=True, **changes), "embedded", str(tmp_path))
+    (out,) = stage.process([Record("a", "web", "A document.")])
+    report = stage.report(OutputLayout(tmp_path))
+    stage.close()
+    return out, report
+
+
+@pytest.mark.parametrize("answer, thinking, replaced", [
+    ("200:" + chat_answer("lone \\ud800 surrogate"), "lone \ufffd surrogate", 1),  # a JSON escape of half a pair
+    ("raw:" + chat_answer("bytes \xff\xfe that are not UTF-8"), "bytes \ufffd\ufffd that are not UTF-8", 2),
+    ("200:" + chat_answer("clean text", '{"prompt_tokens": "\\udc00", "completion_tokens": 2}'), "clean text", 0),
+])
+def test_an_answer_with_invalid_code_points_is_repaired_flagged_stored_and_resumed(fault_server, tmp_path, answer, thinking, replaced):
+    """Text no tokenizer or UTF-8 writer takes stopped the run, and every rerun (the same seed asks again)."""
+    server = fault_server([answer])
+    out, report = think_once(server, tmp_path)
+    assert not isinstance(out, Reject) and out.thinking == thinking
+    assert ("invalid_characters" in out.thinking_flags) == bool(replaced) and report["characters_replaced"] == replaced
+    assert report["answers_with_invalid_characters"] == min(replaced, 1) and report["requests_generated"] == 1
+    rerun, _ = think_once(server, tmp_path)  # read back from the store, not asked again
+    assert (rerun.thinking, rerun.thinking_flags, len(server.requests)) == (out.thinking, out.thinking_flags, 1)
+
+
+@pytest.mark.parametrize("body", ["[]", '{"data": ["m"]}', '{"data": null}', '{"data": [{"id": 5}]}', "not JSON",
+                                  "[" * 100_000 + "]" * 100_000])
+def test_a_model_list_that_is_not_one_is_a_one_line_error(fault_server, tmp_path, capsys, body):
+    from tpt.cli import main as cli
+
+    server = fault_server(models_body=body)
+    write_jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "A document."}])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"sources: [{{name: web, path: docs.jsonl}}]\n"
+                      f"generate: {{backend: openai, model: {SERVED}, openai: {{base_urls: [{server.url}]}}}}\n")
+    assert cli(["run", str(config), "--output", str(tmp_path / "out"), "--workers", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and error.strip().splitlines()[-1].startswith(
+        f"tpt run: error: generate.openai.base_urls: the server at {server.url} answered /models with something that is not a model list")
+    assert not (tmp_path / "out").exists()
+
+
+def wait_for(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("action", ["endless-json", "endless-sse"])
+def test_an_answer_that_never_ends_is_cut_at_its_byte_cap_and_never_read_whole(fault_server, action):
+    """A server that ignores max_tokens: the client stops reading at the budget's byte cap and keeps what it read."""
+    from tpt.generate.answers import answer_bytes
+
+    server = fault_server([action])
+    (completion,), _ = generate(fault_config(server.url, max_new_tokens=16), [Request("a", messages=({"role": "user", "content": "doc"},))])
+    wait_for(lambda: server.endless[-1] != "writing")
+    assert server.endless == ["cut off"]  # the client hung up: the body was never held whole
+    assert (completion.over_budget, completion.finish_reason, completion.error) == (True, "length", None)
+    assert completion.text.startswith("more words more words") and len(completion.text.encode()) <= answer_bytes(16)
+
+
+def test_an_answer_past_twice_its_budget_is_cut_there_flagged_and_counted(fault_server, tmp_path):
+    """Within the byte cap but 400 tokens for a budget of 16 (and a usage that claims 5): cut at 32 tokens."""
+    words = " ".join(f"word{i}" for i in range(200))
+    server = fault_server(["200:" + chat_answer(words, '{"prompt_tokens": 3, "completion_tokens": 5}')])
+    out, report = think_once(server, tmp_path, max_new_tokens=16)
+    assert not isinstance(out, Reject) and words.startswith(out.thinking) and 16 < out.thinking_tokens <= 32
+    assert out.finish_reason == "length" and out.thinking_flags == ["truncated", "over_budget"]
+    assert report["answers_over_budget"] == 1 and report["output_tokens"] > 32  # what the server sent, counted
+
+
+@pytest.mark.parametrize("usage", [
+    '{"prompt_tokens": NaN, "completion_tokens": Infinity}', '{"prompt_tokens": -5, "completion_tokens": -1}',
+    '{"prompt_tokens": "3", "completion_tokens": true}', '{"prompt_tokens": 1e30, "completion_tokens": 2.5}', "[1, 2]", '"all of it"',
+])
+def test_token_counts_that_are_not_counts_are_counted_again(fault_server, tmp_path, usage):
+    """summary.json got NaN and Infinity (no strict JSON parser reads them) and negative counts as given."""
+    server = fault_server(["200:" + chat_answer("a short thought", usage)])
+    out, report = think_once(server, tmp_path)
+    json.dumps(report, allow_nan=False)
+    assert not isinstance(out, Reject) and out.thinking == "a short thought"
+    assert (report["input_tokens"], report["output_tokens"], report["answers_with_invalid_usage"]) == (0, out.thinking_tokens, 1)
+
+
+def test_a_stored_result_that_cannot_be_used_is_generated_again(fault_server, tmp_path):
+    """A stored result with text no tokenizer takes, or text that is not a string (written by hand or by another
+    version), stopped every rerun; one stored whole before answers were bounded was read back whole."""
+    from tpt.generate.answers import stored_bytes
+
+    server = fault_server()
+    docs = [Record(name, "web", f"Document {name}.") for name in "abcd"]
+    first = Think(fault_config(server.url, chat=True, max_new_tokens=16), "embedded", str(tmp_path))
+    fresh = first.process(docs)
+    first.close()
+    part = next((tmp_path / "thinking").glob("*.jsonl"))
+    spoiled = {"a": "lone \ud800 surrogate", "b": 12, "c": "x" * (stored_bytes(16) + 1)}  # d stays as it was
+    part.write_text("".join(json.dumps({**entry, "raw": spoiled.get(entry.get("id"), entry.get("raw"))}) + "\n"
+                            for entry in map(json.loads, part.read_text().splitlines())))
+    rerun = Think(fault_config(server.url, chat=True, max_new_tokens=16), "embedded", str(tmp_path))
+    out = rerun.process(docs)
+    rerun.close()
+    assert out[0].thinking == "lone \ufffd surrogate" and "invalid_characters" in out[0].thinking_flags  # read back, repaired
+    assert [(o.id, o.thinking) for o in out[1:]] == [(o.id, o.thinking) for o in fresh[1:]] and all(o.thinking for o in out)
+    assert len(server.requests) == 4 + 2  # b and c asked again; a and d read back
+
+
+@pytest.mark.parametrize("header", ["nan", "inf", "-inf"])
+@pytest.mark.timeout(90)  # the way this fails is a retry that waits forever
+def test_a_retry_after_that_is_no_number_of_seconds_is_left_to_the_backoff(fault_server, header):
+    """`Retry-After: nan` made the retry sleep forever (asyncio waits NaN seconds without end), `inf` the 30 s cap."""
+    from tpt.generate.backends.openai import BACKOFF_CAP_SECONDS
+
+    server = fault_server([{"status": 503, "headers": {"Retry-After": header}, "body": b"busy"}])
+    (completion,), _ = generate(fault_config(server.url), [Request("a", prompt="doc")])
+    assert (completion.finish_reason, completion.retries) == ("stop", 1)
+    assert server.requests[1]["at"] - server.requests[0]["at"] < BACKOFF_CAP_SECONDS
+
+
+def test_every_prefix_of_an_answer_closes_to_json_that_keeps_what_came_first():
+    """An answer past its byte cap is cut there: what was read is closed into JSON, its text a prefix of the whole."""
+    from tpt.generate.backends.openai import close_cut_json
+
+    content = 'she said "no" \\ then é\nand [braces] {too}, 12.5'
+    answer = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                                  "finish_reason": None, "logprobs": [1, -2.5e3, True, {"a": []}]}], "usage": {}})
+    for end in range(1, len(answer) + 1):
+        closed = json.loads(close_cut_json(answer[:end]))
+        message = next(iter(closed.get("choices") or [{}]), {}).get("message", {})
+        assert content.startswith(message.get("content", "")), answer[:end]
+    assert json.loads(close_cut_json(answer)) == json.loads(answer)
+
+
+def test_a_request_that_failed_before_reaching_a_server_leaves_the_summary_whole(fault_server, tmp_path, monkeypatch):
+    """A failure that names no server beside answers that name theirs: the per-server figures compared None with a
+    URL (TypeError) and the run failed in its summary, after all its work."""
+    from tpt.generate.backends import openai
+
+    completion = openai.Answer.completion
+    calls = []
+
+    def fails_once(answer, *args):  # a fault injected: the first answer fails as a bug would
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return completion(answer, *args)
+
+    monkeypatch.setattr(openai.Answer, "completion", fails_once)
+    server = fault_server()
+    stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
+    failed, kept = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    report = stage.report(OutputLayout(tmp_path))
+    stage.close()
+    assert isinstance(failed, Reject) and failed.detail == "openai: unexpected RuntimeError: injected" and not isinstance(kept, Reject)
+    assert (report["requests_failed"], list(report["servers"]), report["servers"][server.url]["requests"]) == (1, [server.url], 1)

@@ -115,7 +115,8 @@ def test_vllm_sampling_maps_every_option_one_to_one():
     assert sampling_options(config, Request("doc1", max_new_tokens=7))["max_tokens"] == 7  # a per-class budget
     output = SimpleNamespace(prompt_token_ids=[1, 2, 3], outputs=[SimpleNamespace(text="t", token_ids=[7, 8], finish_reason="length")])
     assert vars(completion("doc1", output)) == {"id": "doc1", "text": "t", "finish_reason": "length", "prompt_tokens": 3,
-                                                        "output_tokens": 2, "retries": 0, "error": None, "server": None, "failed_at": []}
+                                                        "output_tokens": 2, "retries": 0, "error": None, "server": None, "failed_at": [],
+                                                        "characters_replaced": 0, "over_budget": False, "usage_invalid": False}
 
 
 def test_vllm_is_imported_only_when_chosen():

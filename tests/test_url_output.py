@@ -105,7 +105,7 @@ def test_thinking_store_on_an_object_store_uploads_each_flush_as_its_own_object(
     url = memory_url()
     store = ThinkingStore(url, "run1", flush_every_docs=2, flush_every_seconds=3600)
     store.open(backend="test")  # the header is line 1
-    written = {doc: store.append({"id": doc, "key": f"k{doc}", "raw": doc}) for doc in "abcd"}
+    written = {doc: store.append({"id": doc, "key": f"k{doc}", "raw": doc, "finish_reason": "stop"}) for doc in "abcd"}
     assert len(fsspec.filesystem("memory").glob(f"{url}/run1.*.jsonl")) == 2  # lines 1-2, 3-4: line 5 not flushed yet
     assert "kd" not in ThinkingStore(url, "run2").index()  # what a kill now would lose
     store.close()

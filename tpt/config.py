@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tpt.classify.taxonomy import AXES, TaxonomyError, load_taxonomy
+from tpt.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,11 @@ class OpenAIConfig(Section):
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
     timeout: float = Field(default=600.0, gt=0)  # seconds per request
     retries: int = Field(default=6, ge=0)
+
+    def __repr_args__(self):
+        """Shown (in logs, and engine files such as datatrove's executor.json) without the credentials a URL holds."""
+        for name, value in super().__repr_args__():
+            yield name, [redact(url) for url in value] if name == "base_urls" else value
 
 
 class StoreConfig(Section):

@@ -23,6 +23,7 @@ from tpt.pipelines.datatrove.read import ReadSources
 from tpt.pipelines.datatrove.shuffle import GatherById, ScatterById
 from tpt.pipelines.datatrove.stage import ApplyStage
 from tpt.pipelines.datatrove.write import WriteParts
+from tpt.redact import redact
 from tpt.run.engines import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
@@ -85,7 +86,8 @@ class DatatroveRun:
         left unfinished (the previous run's published outputs stay until this run publishes its own)."""
         plan = self.plan
         config = plan.config.model_dump(mode="json", exclude={"datatrove"})  # new Slurm limits still resume
-        state = json.loads(json.dumps({"config": config, "files": plan.files, "tasks": self.tasks}))
+        # as JSON gives it back; without the credentials a server URL holds, which no file keeps
+        state = json.loads(redact(json.dumps({"config": config, "files": plan.files, "tasks": self.tasks})))
         if self.work.exists(STAMP) and self.work.read_json(STAMP) == state:
             plan.recover()  # a publish an earlier attempt was killed in
             return True

@@ -74,7 +74,29 @@ def render_summary(summary: dict[str, Any]) -> str:
         if counts.get("rejected"):
             reasons = ", ".join(f"{reason} {n}" for reason, n in counts["rejected"].items())
             lines.append(f"  rejected at {stage}: {reasons}")
+    lines += generation_lines(summary["stages"].get("think", {}))
     out = summary["output"]
-    lines += ["", f"  shards:   {out}/mds/", f"  streams:  {out}/streams.yaml", f"  manifest: {out}/manifest.parquet",
-              f"  rejects:  {out}/rejects/", f"  summary:  {out}/summary.json"]
+    lines += ["", f"  shards:   {out}/mds/", f"  streams:  {out}/streams.yaml", f"  manifest: {out}/manifest.parquet"]
+    if totals["rejected"]:  # the folder exists only when something was set aside
+        lines.append(f"  rejects:  {out}/rejects/")
+    lines.append(f"  summary:  {out}/summary.json")
     return "\n".join(lines)
+
+
+REPAIRED = (("answers_over_budget", "over budget (cut at twice it)"), ("characters_replaced", "invalid characters replaced"),
+            ("answers_with_invalid_usage", "with token counts that were not counts"))
+
+
+def generation_lines(think: dict[str, Any]) -> list[str]:
+    """The thinking generation of the run (most of its cost), when it had any: requests, tokens, rate, repairs."""
+    if "requests_generated" not in think:
+        return []
+    rate = think["output_tokens_per_second"]
+    lines = ["", f"  generation: {think['requests_generated']:,} generated, {think['requests_resumed']:,} resumed, "
+                 f"{think['requests_failed']:,} failed, {think['requests_retried']:,} retries; "
+                 f"{think['output_tokens']:,} output tokens in {think['generation_seconds']:.1f} s"
+                 + (f", {rate:,.0f} tokens/s" if rate else "")]
+    repaired = [f"{think[key]:,} {what}" for key, what in REPAIRED if think.get(key)]
+    if repaired:
+        lines.append(f"  server answers put right: {', '.join(repaired)}")
+    return lines

@@ -17,9 +17,11 @@ one batch at a time.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,24 +30,44 @@ from tpt.io.jsonlines import JsonLinesStore, Location
 
 __all__ = ["Location", "ThinkingStore", "read_entries"]
 
+log = logging.getLogger(__name__)
+
 
 class ThinkingStore(JsonLinesStore):
     def __init__(self, directory: str | Path, run_id: str, flush_every_docs: int = 64, flush_every_seconds: float = 30.0):
         super().__init__(directory, flush_every_docs, flush_every_seconds)
         self.run_id = run_id
 
-    def index(self) -> dict[str, Location]:
-        """Where every finished result is, by the fingerprint of what was asked."""
+    def index(self, longest: int | None = None) -> dict[str, Location]:
+        """Where every finished result is, by the fingerprint of what was asked. A result that cannot be used (see
+        `unusable`; or a line over `longest` bytes, stored whole before answers were bounded) is left out, so its
+        request is generated again: it never stops a run."""
         done: dict[str, Location] = {}
+        skipped: Counter = Counter()
         for location, entry in self.scan():
-            if "raw" in entry:
+            if "raw" not in entry:
+                continue
+            reason = "longer than any answer within its budget" if longest and location.length > longest else unusable(entry)
+            if reason:
+                skipped[reason] += 1
+            else:
                 done.setdefault(entry["key"], location)
+        for reason, count in skipped.items():
+            log.warning("%s: %d stored result(s) %s; their requests are generated again", self.folder.url, count, reason)
         return done
 
     def open(self, **header: Any) -> None:
         """Start this writer with a header line (its start time and `header`)."""
         self.start_writing(f"{self.run_id}.{os.getpid()}.{secrets.token_hex(4)}")
         self.append({"started": time.time(), **header})
+
+
+def unusable(entry: dict[str, Any]) -> str | None:
+    """Why a stored result cannot be used (written by hand, or by another version), or None. Its text may still hold
+    code points no tokenizer takes: they are replaced when it is read back (tpt.generate.answers.sanitise)."""
+    if not all(isinstance(entry.get(name), str) for name in ("id", "key", "raw", "finish_reason")):
+        return "have no text, id, key or finish reason"
+    return None
 
 
 def read_entries(directory: str | Path, run_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -38,6 +38,10 @@ class Completion:
     error: str | None = None  # why it failed, for a permanent failure
     server: str | None = None  # the server that answered (openai backend)
     failed_at: list[str] = field(default_factory=list)  # the server of each failed attempt before it, in order
+    # what was put right in a server's answer (tpt.generate.answers); an in-process model needs none of it
+    characters_replaced: int = 0  # invalid code points (lone surrogates, bytes that were not UTF-8) now U+FFFD
+    over_budget: bool = False  # the answer ran past its byte cap: read no further, its text is what came before
+    usage_invalid: bool = False  # the server's token counts were not counts: the stage counts with the teacher's tokenizer
 
 
 class Backend:

@@ -28,6 +28,7 @@ from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig
 from tpt.dedup import with_kept_fields
 from tpt.generate import postprocess
+from tpt.generate.answers import plausible_count, sanitise, stored_bytes
 from tpt.generate.backends import build_backend
 from tpt.generate.budgets import Budgets
 from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
@@ -41,6 +42,7 @@ from tpt.stages.base import Stage, StageStream
 
 STORE = "thinking"  # OUT/thinking/
 SERVER_COUNTS = ("requests", "failed", "failed_attempts", "output_tokens")  # per server in summary.json
+REPAIRS = {"over_budget": "over_budget", "characters_replaced": "with_invalid_characters", "usage_invalid": "with_invalid_usage"}
 RESUMED_PER_READ = 256  # stored results read back in one call (one ranged read each, concurrent on object stores)
 SEND, FOLLOW = object(), object()  # what a stream does with a request whose result is not stored
 
@@ -57,6 +59,11 @@ class Think(Stage):
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._store: ThinkingStore | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Configuration only: what `setup` opened (a backend's thread and connections, locks) belongs to its process,
+        and one local worker sets the stage up in the driver, which copies it for the next job."""
+        return {**{name: self.__dict__[name] for name in ("config", "tokenizer", "store_dir", "run_id")}, "_store": None}
+
     def setup(self) -> None:
         if self._store is not None:
             return
@@ -67,7 +74,8 @@ class Think(Stage):
         self._budgets = Budgets(self.config)
         self._backend.setup()
         store = ThinkingStore(self.store_dir, self.run_id, self.config.store.flush_every_docs, self.config.store.flush_every_seconds)
-        self._stored = store.index()  # where each stored result is; the texts stay in the store
+        longest = max([self.config.max_new_tokens] + [rule.max_new_tokens or 0 for rule in self.config.budgets])
+        self._stored = store.index(stored_bytes(longest))  # where each stored result is; the texts stay in the store
         self._in_flight: dict[str, list] = {}  # requests out, each with the streams that follow it
         self._lock = threading.Lock()  # streams of several threads share the stage (Beam)
         store.open(backend=self.config.backend, model=self.config.model)
@@ -163,12 +171,16 @@ class Think(Stage):
             entry["failed_at"] = completion.failed_at
         if completion.finish_reason == "error":
             return {**entry, "error": completion.error}
-        output_tokens = completion.output_tokens or len(self._encoder.encode(completion.text, add_special_tokens=False).ids)
+        budget, output_tokens = pending.request.max_new_tokens, completion.output_tokens
+        if not plausible_count(output_tokens, completion.text, budget):
+            output_tokens = len(self._encoder.encode(completion.text, add_special_tokens=False).ids)
         reason = completion.finish_reason
-        if reason == "unknown" and output_tokens >= pending.request.max_new_tokens:
+        if reason == "unknown" and output_tokens >= budget:
             reason = "length"  # the server did not say why it stopped, but the budget ran out
-        return {**entry, "raw": completion.text, "finish_reason": reason,
-                "prompt_tokens": completion.prompt_tokens, "output_tokens": output_tokens}
+        repairs = {"characters_replaced": completion.characters_replaced, "usage_invalid": completion.usage_invalid,
+                   "over_budget": completion.over_budget or output_tokens > 2 * budget}
+        return {**entry, "raw": completion.text, "finish_reason": reason, "prompt_tokens": completion.prompt_tokens,
+                "output_tokens": output_tokens, **{name: value for name, value in repairs.items() if value}}
 
     def _make_samples(self, pending: Pending, entry: dict[str, Any]) -> list[Record | Reject]:
         """The sample of a finished request, and the same sample of each copy of its document (`dedup.duplicates:
@@ -178,22 +190,30 @@ class Think(Stage):
         documents += [(with_kept_fields(copy, record), sample_ids(copy.id, samples)[pending.sample]) for copy in record.copies]
         if "error" in entry:
             return self._set_aside(documents, "generation_failed", entry["error"])
-        thinking = postprocess.clean(entry["raw"])
-        reason = postprocess.finish_reason(entry["raw"], entry["finish_reason"])
+        raw, replaced = sanitise(entry["raw"])  # stored by another writer, it may hold what no tokenizer takes
+        thinking, limit = postprocess.clean(raw), 2 * pending.request.max_new_tokens
+        encoding = self._encoder.encode(thinking, add_special_tokens=False)
+        over_budget = entry.get("over_budget", False) or len(encoding.ids) > limit
+        if len(encoding.ids) > limit:  # cut at twice the budget: no server answer is kept longer
+            thinking = thinking[:encoding.offsets[limit - 1][1]]
+            encoding = self._encoder.encode(thinking, add_special_tokens=False)
+        reason = "length" if over_budget else postprocess.finish_reason(raw, entry["finish_reason"])
         flags = postprocess.flags(thinking, reason, self.config.repetition_ngram, self.config.repetition_threshold)
+        if over_budget:
+            flags.append("over_budget")
+        if entry.get("characters_replaced") or replaced:
+            flags.append("invalid_characters")
         if "\x00" in thinking:  # never in the shards, as the reader sets aside documents holding one (tpt.io.read)
             return self._set_aside(documents, "nul_bytes", f"the thinking contains NUL characters ({len(thinking):,} characters)")
         if flags and self.config.flagged == "reject":
             return self._set_aside(documents, f"thinking_{flags[0]}", f"thinking flagged {', '.join(flags)} ({len(thinking):,} characters)")
-        thinking_tokens = len(self._encoder.encode(thinking, add_special_tokens=False).ids)
         out = []
         for document, rid in documents:
             sample = document.replace(id=rid, copies=[]).with_thinking(
-                thinking, self.config.separator, thinking_tokens=thinking_tokens, finish_reason=reason,
+                thinking, self.config.separator, thinking_tokens=len(encoding.ids), finish_reason=reason,
                 thinking_flags=flags if self.config.flagged == "flag" else [], thinking_budget=pending.request.max_new_tokens)
             out.append(sample.replace(sample_tokens=len(self._encoder.encode(sample.text, add_special_tokens=False).ids)))
         return out
-
 
     def _set_aside(self, documents: list[tuple[Record, str]], reason: str, detail: str) -> list[Reject]:
         """A failed or flagged sample's reject, for its document and each copy (samples of their own ids)."""
@@ -264,6 +284,8 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
     whole corpus would take at its rate."""
     starts, ends, generated, failed = [], [], [], 0
     input_tokens = output_tokens = retried = 0
+    repaired: Counter = Counter()  # answers put right (tpt.generate.answers), by what was wrong
+    replaced = 0
     writers = set()
     servers: defaultdict[str | None, Counter] = defaultdict(Counter)
     for writer, entry in read_entries(store_dir, run_id):
@@ -285,6 +307,8 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
             output_tokens += entry["output_tokens"]
             server["requests"] += 1
             server["output_tokens"] += entry["output_tokens"]
+            repaired.update(name for name in REPAIRS if entry.get(name))
+            replaced += entry.get("characters_replaced", 0)
     seconds = max(ends) - min(starts) if ends else 0.0
     rate = output_tokens / seconds if seconds > 0 else None
     samples, reused = _samples_asked(layout)
@@ -300,11 +324,13 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
         "output_tokens": output_tokens,
         "generation_seconds": round(seconds, 3),
         "output_tokens_per_second": round(rate, 2) if rate else None,
+        **{f"answers_{what}": repaired[name] for name, what in REPAIRS.items()},
+        "characters_replaced": replaced,
     }
     if servers.keys() - {None}:  # served over HTTP: each server's share
-        report["servers"] = {url: {name: counts[name] for name in SERVER_COUNTS} | {
-            "output_tokens_per_second": round(counts["output_tokens"] / seconds, 2) if seconds > 0 else None}
-            for url, counts in sorted(servers.items()) if url}
+        report["servers"] = {url: {name: servers[url][name] for name in SERVER_COUNTS} | {
+            "output_tokens_per_second": round(servers[url]["output_tokens"] / seconds, 2) if seconds > 0 else None}
+            for url in sorted(filter(None, servers))}  # a request that failed before reaching a server names none
     if rate and generated:
         # every sample of the corpus at this run's mean thinking length and throughput
         hours = samples * (output_tokens / len(generated)) / rate / 3600

@@ -7,8 +7,12 @@ backoff and full jitter on 5xx, timeouts and dropped connections, and after
 the wait a 429's Retry-After asks for. Other HTTP errors (an unknown
 model, a prompt over the context) are permanent: no retry, the reason is kept.
 The API key comes from the environment variable the config names and is never
-logged. Answers may be JSON or server-sent events (some servers stream even
-when asked not to).
+logged; credentials in a URL are sent, and shown or stored redacted
+(tpt.redact). Answers may be JSON or server-sent events (some servers stream
+even when asked not to). No answer is trusted (tpt.generate.answers): each is
+read up to a byte cap from its budget, its text's invalid code points replaced,
+its token counts kept only when they are counts; any other shape is a
+permanent error with the reason.
 """
 
 from __future__ import annotations
@@ -16,23 +20,31 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import random
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from tpt.config import GenerateConfig
+from tpt.generate.answers import answer_bytes, sanitise, token_count
 from tpt.generate.routing import Router
 from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
 from tpt.progress import log as progress_log  # a worker's progress lines reach stderr on every engine
+from tpt.redact import redact
 
 BACKOFF_SECONDS = 0.5  # the first retry waits up to this; each later one doubles it
 BACKOFF_CAP_SECONDS = 30.0
 PREFLIGHT_TIMEOUT = 30.0
 LOG_INTERVAL = 10.0
+MODELS_BYTES = 1024 * 1024  # of a /models answer, read at most
+REASON_BYTES = 500  # of an HTTP error's body, kept as its reason
+TEMPLATE_TOKENS = 1024  # a chat template's own tokens: a prompt has at most its bytes in tokens, plus these
 
 
 class RetryableError(Exception):
@@ -116,18 +128,23 @@ class OpenAIBackend(Backend):
         await self._preflight()
 
     async def _preflight(self) -> None:
-        """Fail at once, naming the URL, when a server is unreachable or does not serve `model`."""
+        """Fail at once, naming the URL, when a server is unreachable, answers no model list, or does not serve `model`."""
         for server in self.router.servers:
+            shown = redact(server.url)
             try:
                 async with self._session.get(f"{server.url}/models", timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT)) as response:
                     if response.status != 200:
                         continue  # some servers (transformers serve) have no usable model list
-                    served = [m.get("id") for m in (await response.json(content_type=None)).get("data", [])]
+                    answer, _ = await read_at_most(response.content, MODELS_BYTES)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-                raise ConnectionError(f"generate.openai.base_urls: no OpenAI-compatible server answers at {server.url} "
-                                      f"({type(error).__name__}: {error})") from None
+                raise ConnectionError(f"generate.openai.base_urls: no OpenAI-compatible server answers at {shown} "
+                                      f"({type(error).__name__}: {redact(str(error))})") from None
+            served = served_models(answer)
+            if served is None:
+                raise ValueError(f"generate.openai.base_urls: the server at {shown} answered /models with something that is "
+                                 f"not a model list: {answer[:100].decode('utf-8', 'replace')!r}")
             if served and self.config.model not in served:
-                raise ValueError(f"generate.model: the server at {server.url} does not serve {self.config.model!r}; it serves {served}")
+                raise ValueError(f"generate.model: the server at {shown} does not serve {self.config.model!r}; it serves {served}")
 
     def _start(self, requests: list[Request], on_done: OnDone) -> None:
         for request in requests:
@@ -140,102 +157,282 @@ class OpenAIBackend(Backend):
             try:
                 completion = await self._with_retries(request)
             except Exception as error:  # a bug, but the caller waits for every request: it fails with the reason
-                progress_log.exception("openai: request %s failed unexpectedly", request.id)
-                completion = failed(request, f"openai: unexpected {type(error).__name__}: {error}")
+                progress_log.error("openai: request %s failed unexpectedly\n%s", request.id, redact(traceback.format_exc()))
+                completion = failed(request, redact(f"openai: unexpected {type(error).__name__}: {error}"))
         self.failed += completion.finish_reason == "error"
         on_done(completion)
         if time.monotonic() - self._logged_at >= LOG_INTERVAL:
             self._logged_at = time.monotonic()
             progress_log.info("openai: %d in flight, %d retries, %d failed | %s",
-                              len(self._tasks), self.retried, self.failed, self.router.line())
+                              len(self._tasks), self.retried, self.failed, redact(self.router.line()))
 
     async def _with_retries(self, request: Request) -> Completion:
-        chat = request.messages is not None
+        endpoint = "chat/completions" if request.messages is not None else "completions"
         body = request_body(self.config, request)
         failed_at = []
         for attempt in itertools.count():
             server = self.router.pick()
-            url = f"{server.url}/{'chat/completions' if chat else 'completions'}"
+            shown = redact(server.url)
             try:
-                completion = await self._post(url, body, request.id, chat)
+                completion = await self._post(f"{server.url}/{endpoint}", f"{shown}/{endpoint}", body, request)
             except PermanentError as error:
                 self.router.answered(server)
-                completion = failed(request, str(error))
+                completion = failed(request, redact(str(error)))
             except RetryableError as error:
                 self.router.failed(server)
-                failed_at.append(server.url)
+                failed_at.append(shown)
                 if attempt < self.config.openai.retries:
                     self.retried += 1
                     await asyncio.sleep(error.retry_after if error.retry_after is not None else backoff(attempt))
                     continue
-                completion = failed(request, f"gave up after {attempt} retries: {error}")
+                completion = failed(request, redact(f"gave up after {attempt} retries: {error}"))
             else:
                 self.router.answered(server, completion.output_tokens)
-            completion.retries, completion.server, completion.failed_at = attempt, server.url, failed_at
+            completion.retries, completion.server, completion.failed_at = attempt, shown, failed_at
             return completion
 
-    async def _post(self, url: str, body: dict, request_id: str, chat: bool) -> Completion:
+    async def _post(self, url: str, shown: str, body: dict, request: Request) -> Completion:
+        """Post `body` to `url` (`shown` in messages: without credentials) and read the answer, at most its byte cap."""
+        answer = Answer(shown, request.messages is not None, answer_bytes(body["max_tokens"]))
         try:
             async with self._session.post(url, json=body) as response:
                 if response.status == 429 or response.status >= 500:
-                    raise RetryableError(f"HTTP {response.status} from {url}: {(await response.text())[:200]}",
+                    raise RetryableError(f"HTTP {response.status} from {shown}: {await _reason(response)}",
                                          retry_after(response.headers.get("Retry-After")))
                 if response.status >= 400:
-                    raise PermanentError(f"HTTP {response.status} from {url}: {(await response.text())[:500]}")
+                    raise PermanentError(f"HTTP {response.status} from {shown}: {await _reason(response)}")
                 if response.content_type == "text/event-stream":
-                    chunks = [json.loads(line[5:]) async for line in _sse_data(response)]
+                    await _read_events(response.content, answer)
                 else:
-                    chunks = [await response.json(content_type=None)]
+                    await _read_json(response.content, answer)
+                if answer.over_budget:
+                    response.close()  # the rest is never read
         except asyncio.TimeoutError:
-            raise RetryableError(f"no complete answer from {url} within {self.config.openai.timeout:g} s") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-            raise RetryableError(f"connection to {url} failed: {type(error).__name__}: {error}") from None
-        except (ValueError, json.JSONDecodeError) as error:
-            raise PermanentError(f"{url} answered something that is not JSON: {error}") from None
+            raise RetryableError(f"no complete answer from {shown} within {self.config.openai.timeout:g} s") from None
+        except aiohttp.ClientError as error:  # a dropped connection, a body cut short, an answer that is not HTTP
+            raise RetryableError(f"connection to {shown} failed: {type(error).__name__}: {error}") from None
+        except ValueError as error:  # a request aiohttp refuses to send (credentials in the URL and an API key both)
+            raise PermanentError(f"no request could be sent to {shown}: {error}") from None
+        asked = body.get("messages", body.get("prompt"))
+        return answer.completion(request.id, body["max_tokens"], len(json.dumps(asked)) + TEMPLATE_TOKENS)
+
+
+class Answer:
+    """One completion as it is read, from a JSON answer or the events of a streamed one: the first choice's thinking
+    and text (at most `cap` characters in all: past them the answer is over its budget), its finish reason, usage."""
+
+    def __init__(self, shown: str, chat: bool, cap: int):
+        self.shown, self.chat, self.cap = shown, chat, cap
+        self.reasoning: list[str] = []
+        self.text: list[str] = []
+        self.size = 0
+        self.reason: Any = None
+        self.usage: Any = None
+        self.answered = self.over_budget = False
+        self.last: Any = None
+
+    def add(self, chunk: Any) -> None:
+        """One JSON answer, or one event of a stream."""
+        self.last = chunk
         try:
-            return _completion(request_id, chunks, chat, url)
+            choices = chunk.get("choices")
+            if choices is None:
+                raise PermanentError(f"{self.shown} answered without choices: {_head(chunk)}")
+            for choice in choices[:1]:  # a stream's usage-only chunk has none
+                part = choice.get("message", choice.get("delta")) if self.chat else choice
+                if not isinstance(part, dict) or not self.chat and "text" not in part:
+                    raise PermanentError(f"{self.shown} answered a choice without {'a message' if self.chat else 'text'}: {_head(chunk)}")
+                self.answered = True
+                # reasoning servers (vLLM/SGLang reasoning parsers) return the thinking apart from the content
+                self._keep(self.reasoning, part.get("reasoning_content") or part.get("reasoning") or "", chunk)
+                self._keep(self.text, part.get("content") or part.get("text") or "", chunk)
+                self.reason = choice.get("finish_reason") or self.reason
+            self.usage = chunk.get("usage") or self.usage
         except (AttributeError, TypeError) as error:  # JSON of another shape: failed with the reason, never a task that dies unheard
-            raise PermanentError(f"{url} answered something that is not a completion: {type(error).__name__}: {error}") from None
+            raise PermanentError(f"{self.shown} answered something that is not a completion: {type(error).__name__}: {error}") from None
+
+    def _keep(self, parts: list[str], piece: Any, chunk: Any) -> None:
+        if not isinstance(piece, str):
+            raise PermanentError(f"{self.shown} answered a choice whose text is not a string: {_head(chunk)}")
+        if len(piece) > self.cap - self.size:
+            piece, self.over_budget = piece[:self.cap - self.size], True
+        parts.append(piece)
+        self.size += len(piece)
+
+    def completion(self, request_id: str, budget: int, prompt_most: int) -> Completion:
+        """The answer read, its text sanitised and its token counts validated (a count that is not one is 0: unknown)."""
+        if not self.answered:  # never an empty completion: nothing was generated
+            raise PermanentError(f"{self.shown} answered without a choice: {_head(self.last) if self.last is not None else 'no data'}")
+        (thinking, replaced), (answer, replaced_too) = sanitise("".join(self.reasoning)), sanitise("".join(self.text))
+        usage = self.usage if self.usage is not None else {}
+        limits = {"prompt_tokens": prompt_most, "completion_tokens": 2 * budget}
+        counts = [token_count(usage.get(name, 0), most) for name, most in limits.items()] if isinstance(usage, dict) else [None, None]
+        reason = self.reason if isinstance(self.reason, str) and self.reason in ("stop", "length") else "unknown"
+        return Completion(
+            request_id,
+            # a reasoning parser took out the `</think>` before the answer: put back, the answer is cut as from any server
+            f"{thinking}</think>{answer}" if thinking and answer else thinking or answer,
+            "length" if self.over_budget else reason,  # a missing reason is never taken for "stop"
+            prompt_tokens=counts[0] or 0,
+            output_tokens=0 if self.over_budget else counts[1] or 0,  # the server's count is of more than was read
+            characters_replaced=replaced + replaced_too,
+            over_budget=self.over_budget,
+            usage_invalid=None in counts,
+        )
 
 
-async def _sse_data(response: aiohttp.ClientResponse):
-    """The `data:` payloads of a server-sent-events answer, up to `[DONE]`."""
-    async for raw in response.content:
-        line = raw.decode("utf-8").strip()
-        if line.startswith("data:"):
-            if line[5:].strip() == "[DONE]":
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of a body, and whether there was more (left unread)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:limit], True
+
+
+async def _read_json(stream: aiohttp.StreamReader, answer: Answer) -> None:
+    """A JSON answer into `answer`; one past its cap is cut there, closed (close_cut_json) and over budget."""
+    body, more = await read_at_most(stream, answer.cap)
+    text = _text(body)
+    answer.add(_parse(close_cut_json(text) if more else text, answer.shown))
+    answer.over_budget |= more
+
+
+async def _read_events(stream: aiohttp.StreamReader, answer: Answer) -> None:
+    """Each `data:` event of a server-sent-events answer into `answer`, up to `[DONE]`, the end of the body, or
+    its cap (a line longer than the cap, or more text than it)."""
+    pending = bytearray()
+    async for data in stream.iter_any():
+        pending += data
+        end = pending.rfind(b"\n")
+        if end < 0:
+            if len(pending) > answer.cap:
+                answer.over_budget = True
                 return
-            yield line
+            continue
+        lines, pending = pending[:end].split(b"\n"), pending[end + 1:]
+        for line in lines:
+            if not _event(line, answer) or answer.over_budget:
+                return
+    _event(pending, answer)
 
 
-def _completion(request_id: str, chunks: list[dict], chat: bool, url: str) -> Completion:
-    """One completion from a JSON answer or the chunks of a streamed one."""
-    reasoning, text, reason, usage, answered = [], [], None, {}, False
-    for chunk in chunks:
-        choices = chunk.get("choices")
-        if choices is None:
-            raise PermanentError(f"{url} answered without choices: {json.dumps(chunk)[:300]}")
-        for choice in choices[:1]:  # a stream's usage-only chunk has none
-            part = choice.get("message", choice.get("delta")) if chat else choice
-            if not isinstance(part, dict) or not chat and "text" not in part:
-                raise PermanentError(f"{url} answered a choice without {'a message' if chat else 'text'}: {json.dumps(chunk)[:300]}")
-            answered = True
-            # reasoning servers (vLLM/SGLang reasoning parsers) return the thinking apart from the content
-            reasoning.append(part.get("reasoning_content") or part.get("reasoning") or "")
-            text.append(part.get("content") or part.get("text") or "")
-            reason = choice.get("finish_reason") or reason
-        usage = chunk.get("usage") or usage
-    if not answered:  # never an empty completion: nothing was generated
-        raise PermanentError(f"{url} answered without a choice: {json.dumps(chunks[-1])[:300] if chunks else 'no data'}")
-    thinking, answer = "".join(reasoning), "".join(text)
-    return Completion(
-        request_id,
-        # a reasoning parser took out the `</think>` before the answer: put back, the answer is cut as from any server
-        f"{thinking}</think>{answer}" if thinking and answer else thinking or answer,
-        reason if reason in ("stop", "length") else "unknown",  # a missing reason is never taken for "stop"
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        output_tokens=usage.get("completion_tokens", 0),
-    )
+def _event(line: bytes, answer: Answer) -> bool:
+    """Take one line of a stream into `answer`; False at `[DONE]`."""
+    line = _text(line).strip()
+    if not line.startswith("data:"):
+        return True  # a comment (": ping"), an event name or id, a blank line between events
+    if line[5:].strip() == "[DONE]":
+        return False
+    answer.add(_parse(line[5:], answer.shown))
+    return True
+
+
+def _text(body: bytes) -> str:
+    """A body as text: a byte that is not UTF-8 becomes a lone surrogate, replaced with the rest (sanitise); no BOM."""
+    return body.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+
+
+def _parse(text: str, shown: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
+        raise PermanentError(f"{shown} answered something that is not JSON: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def _head(chunk: Any) -> str:
+    """The start of a chunk, for a message (escaped: ASCII whatever it holds)."""
+    return json.dumps(chunk)[:300]
+
+
+async def _reason(response: aiohttp.ClientResponse) -> str:
+    """The start of an HTTP error's body, its reason."""
+    body, _ = await read_at_most(response.content, REASON_BYTES)
+    return body.decode("utf-8", "replace")
+
+
+def close_cut_json(text: str) -> str:
+    """JSON cut short, closed: cut back to its last point where closing what is open makes valid JSON (inside a
+    string value, or after a whole value), and closed there. So the text of an answer past its cap is what came first.
+    What is open at that point is what is open at the end: between two such points only keys, `,` and `:` come."""
+    closers: list[str] = []  # what closes each open object or array, innermost last
+    keys: list[bool] = []  # for each: whether it is an object whose next string is a key
+    cut, quote, i = 0, "", 0
+    while i < len(text):
+        char, whole = text[i], True  # whole: the text up to i, closed, is valid JSON
+        if char == '"':
+            key, end = bool(keys) and keys[-1], _string_end(text, i + 1)
+            if end is None:  # cut inside this string: a value is closed where its last whole character ends
+                if not key:
+                    cut, quote = _whole(text, i + 1), '"'
+                break
+            i, whole = end, not key
+            if key:
+                keys[-1] = False
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+            keys.append(char == "{")
+            i += 1
+        elif char in "}]" and closers:
+            closers.pop()
+            keys.pop()
+            i += 1
+        elif char in ",:":
+            if char == "," and closers[-1:] == ["}"]:
+                keys[-1] = True
+            i, whole = i + 1, False
+        elif char.isspace():
+            i += 1
+            continue
+        else:  # a number or literal, whole once a delimiter follows it
+            end = i
+            while end < len(text) and text[end] not in ",]} \t\r\n":
+                end += 1
+            if end == len(text) or end == i:
+                break
+            i = end
+        if whole:
+            cut = i
+    return text[:cut] + quote + "".join(reversed(closers))
+
+
+def _string_end(text: str, start: int) -> int | None:
+    """The index after the quote that ends the JSON string starting at `start`, or None if the text ends first."""
+    i, quote = start, text.find('"', start)
+    while quote >= 0:
+        escape = text.find("\\", i, quote)
+        if escape < 0:
+            return quote + 1
+        i = escape + 2  # past the escaped character (a \u escape's digits hold no quote)
+        if i > quote:
+            quote = text.find('"', i)
+    return None
+
+
+def _whole(text: str, start: int) -> int:
+    """Where the string content from `start` to the end of `text` ends on a whole character (no escape cut short)."""
+    i, end = start, len(text)
+    while (escape := text.find("\\", i)) >= 0:
+        width = 6 if text[escape + 1:escape + 2] == "u" else 2
+        if escape + width > len(text):
+            return escape
+        i = escape + width
+    return end
+
+
+def served_models(answer: bytes) -> list[str] | None:
+    """The model ids of a /models answer (`{"data": [{"id": ...}, ...]}`), or None if it is not a model list."""
+    try:
+        models = json.loads(_text(answer))
+    except (ValueError, RecursionError):
+        return None
+    models = models.get("data") if isinstance(models, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        return None
+    return [m["id"] for m in models]
 
 
 def request_body(config: GenerateConfig, request: Request) -> dict:
@@ -258,11 +455,13 @@ def request_body(config: GenerateConfig, request: Request) -> dict:
 
 
 def retry_after(header: str | None) -> float | None:
-    """The seconds of a Retry-After header given in seconds (an HTTP date is left to the backoff), capped."""
+    """The seconds of a Retry-After header given in seconds (an HTTP date, or a number that is none, is left to the
+    backoff), capped."""
     try:
-        return min(max(float(header), 0.0), BACKOFF_CAP_SECONDS) if header else None
+        seconds = float(header) if header else math.nan
     except ValueError:
         return None
+    return min(max(seconds, 0.0), BACKOFF_CAP_SECONDS) if math.isfinite(seconds) else None
 
 
 def backoff(attempt: int) -> float:
