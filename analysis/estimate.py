@@ -33,6 +33,7 @@ from tpt.analysis.runs import AnalysisError, Run, connect
 from tpt.config import GenerateConfig, PipelineConfig, SourceConfig
 from tpt.dedup import DUPLICATE_TEXT, NEAR_DUPLICATE, STAGE
 from tpt.generate.budgets import Budgets
+from tpt.generate.cost import gpu_hours
 from tpt.io.read import file_format, list_files
 from tpt.progress import Progress
 from tpt.schema import Record
@@ -187,7 +188,7 @@ def _measured_rate(run: Run) -> float | None:
 
 
 def _gpu_hours(tokens: list[float], rate: float | None, origin: str) -> dict[str, Any]:
-    hours = [t / rate / 3600 for t in tokens] if rate else None
+    hours = [gpu_hours(t, rate) for t in tokens] if rate else None
     return {"tokens_per_second_per_gpu": rate, "rate": origin, "gpu_hours": hours}
 
 

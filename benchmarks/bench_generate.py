@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_generate_fleet import think_all  # noqa: E402
 from benchmarks.corpus import demo_texts  # noqa: E402
 from tpt.assets import resolve_model_path, tokenizer_file  # noqa: E402
 from tpt.config import GenerateConfig  # noqa: E402
@@ -42,9 +43,9 @@ def stage_rate(config: GenerateConfig, records: list[Record]) -> tuple[float, in
     with tempfile.TemporaryDirectory() as out:
         stage = Think(config, "embedded", out)
         stage.setup()
-        stage.process(records[:1])  # warm-up, like the bare side's
+        think_all(stage, records[:1])  # warm-up, like the bare side's
         started = time.perf_counter()
-        stage.process(records[1:])
+        think_all(stage, records[1:])
         seconds = time.perf_counter() - started
         stage.close()
         tokens = sum(e["output_tokens"] for _, e in read_entries(Path(out) / "thinking") if "raw" in e and e["id"] != records[0].id)

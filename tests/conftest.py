@@ -107,6 +107,24 @@ def _read_data_keeping_trailing_bytes(read_data):
     return read
 
 
+def think_all(stage, records: list) -> list:
+    """Records through a think stage as an engine streams them: set up, one stream, finished; the samples in the
+    records' order (a document's samples id#k in turn)."""
+    from tpt.progress import Progress
+
+    stage.setup()
+    stream = stage.stream(Progress(stage.name))
+    out = [item for record in records for item in stream.push(record)]
+    out += stream.finish()
+    order = {record.id: number for number, record in enumerate(records)}
+
+    def position(item) -> tuple[int, int]:
+        document, _, sample = item.id.rpartition("#")
+        return (order[item.id], 0) if item.id in order else (order[document], int(sample))
+
+    return sorted(out, key=position)
+
+
 def write_jsonl(path: Path, rows: list[dict | str]) -> Path:
     """A JSONL file of `rows`; a str row is written as the raw line (for malformed input)."""
     with open(path, "w", encoding="utf-8") as stream:

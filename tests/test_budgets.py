@@ -10,15 +10,19 @@ import math
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tokenizers import Tokenizer
 
 from tpt.analysis.estimate import write_sample
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, write_jsonl, think_all
 from tests.test_analysis_stats import write_run
 from tests.test_pipeline_beam import read_shards
 from tpt.classify.taxonomy import DEFAULT_PATH
 from tpt.cli import main
 from tpt.config import ConfigError, load_config
+from tpt.assets import tokenizer_file
 from tpt.generate.budgets import Budget, Budgets
+from tpt.generate.prompts import PromptBuilder
+from tpt.generate.samples import SampleRules
 from tpt.io.output import OutputLayout
 from tpt.schema import Record, manifest_table
 from tpt.stages.think import Think
@@ -116,14 +120,15 @@ def think(tmp_path_factory):
 
 
 def test_the_stage_asks_each_class_for_its_budget(think):
-    requests = {record.domain + "/" + record.reasoning: [(p.request.id, p.request.max_new_tokens) for p in think._pending(record)]
+    rules = SampleRules(think.config, Tokenizer.from_file(str(tokenizer_file("embedded"))), PromptBuilder("{document}", chat=True))
+    requests = {record.domain + "/" + record.reasoning: [(p.request.id, p.request.max_new_tokens) for p in rules.requests(record)]
                 for record in (labelled("m", "mathematics", "advanced"), labelled("e", "everyday_life"), labelled("h", "history"))}
     assert requests == {"mathematics/advanced": [("m#0", 4), ("m#1", 4)], "everyday_life/basic": [("e", 2)], "history/basic": [("h", 3)]}
 
 
 def test_samples_get_their_class_budget_end_to_end(think, tmp_path):
     records = [labelled("m", "mathematics", "advanced"), labelled("e", "everyday_life"), labelled("h", "history")]
-    out = think.process(records)
+    out = think_all(think, records)
     assert [(s.id, s.thinking_budget) for s in out] == [("m#0", 4), ("m#1", 4), ("e", 2), ("h", 3)]
     for sample in out:
         assert isinstance(sample, Record) and sample.thinking and sample.thinking_tokens <= sample.thinking_budget + 1
@@ -135,7 +140,7 @@ def test_a_changed_budget_regenerates(tmp_path):
 
     def generated(generate) -> int:
         stage = Think(generate, "embedded", str(tmp_path / "out"))
-        stage.process([labelled("e", "everyday_life"), labelled("h", "history")])
+        think_all(stage, [labelled("e", "everyday_life"), labelled("h", "history")])
         stage.close()
         return stage.report(OutputLayout(str(tmp_path / "out")))["requests_generated"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from tests.conftest import write_jsonl
+from tests.conftest import write_jsonl, think_all
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
@@ -57,7 +57,7 @@ def test_chat_completions_from_a_real_server(transformers_server):
 
 def test_think_stage_over_a_real_server(transformers_server, tmp_path):
     stage = Think(served_config(transformers_server), "embedded", str(tmp_path))
-    out = stage.process([Record("a", "web", "Photosynthesis turns light into chemical energy.")])
+    out = think_all(stage, [Record("a", "web", "Photosynthesis turns light into chemical energy.")])
     stage.close()
     assert not isinstance(out[0], Reject) and out[0].thinking and out[0].thinking_tokens > 0
     assert out[0].sample_tokens > out[0].thinking_tokens
@@ -284,7 +284,7 @@ def test_a_failing_server_is_set_aside_and_the_run_finishes_on_the_other(fault_s
     broken, working = fault_server(default="500"), fault_server(delay=0.05)
     config = fault_config(broken.url, working.url, max_in_flight=4, retries=4, chat=True)
     stage = Think(config, "embedded", str(tmp_path))
-    out = stage.process([Record(f"d{i}", "web", f"Document {i}.") for i in range(12)])
+    out = think_all(stage, [Record(f"d{i}", "web", f"Document {i}.") for i in range(12)])
     report = stage.report(OutputLayout(tmp_path))
     stage.close()
     assert all(not isinstance(r, Reject) for r in out) and report["requests_generated"] == 12
@@ -304,7 +304,7 @@ def test_429_retry_after_is_honoured(fault_server):
 def test_a_missing_finish_reason_is_never_taken_for_stop(fault_server, tmp_path):
     server = fault_server(["no-reason-full", "no-reason"])
     stage = Think(fault_config(server.url, chat=True, max_new_tokens=16, max_in_flight=1), "embedded", str(tmp_path))
-    out_of_budget, stopped_early = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    out_of_budget, stopped_early = think_all(stage, [Record("a", "web", "A document."), Record("b", "web", "Another.")])
     stage.close()
     assert out_of_budget.finish_reason == "length" and "truncated" in out_of_budget.thinking_flags
     assert stopped_early.finish_reason == "unknown" and stopped_early.thinking_flags == []
@@ -322,10 +322,10 @@ def test_failed_generation_becomes_a_reject_and_is_retried_on_rerun(fault_server
     server = fault_server(["500"] * 3)
     config = fault_config(server.url, retries=2, chat=True)
     first, second = Think(config, "embedded", str(tmp_path)), Think(config, "embedded", str(tmp_path))
-    out = first.process([Record("a", "web", "A document.")])
+    out = think_all(first, [Record("a", "web", "A document.")])
     first.close()
     assert isinstance(out[0], Reject) and out[0].reason == "generation_failed" and "HTTP 500" in out[0].detail
-    rerun = second.process([Record("a", "web", "A document.")])
+    rerun = think_all(second, [Record("a", "web", "A document.")])
     second.close()
     assert rerun[0].thinking.startswith("thinking for A document.") and rerun[0].finish_reason == "stop"  # </think> was seen
 
@@ -342,7 +342,7 @@ def test_a_reasoning_parsers_thinking_is_kept_and_its_answer_cut(fault_server, t
     out: the thinking is recorded, and the answer is cut as it is from a server that returns both in one text."""
     server = fault_server(["reasoning", "reasoning-cut"])
     stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
-    ended, cut = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    ended, cut = think_all(stage, [Record("a", "web", "A document."), Record("b", "web", "Another.")])
     stage.close()
     assert (ended.thinking, ended.finish_reason, ended.thinking_flags) == ("the thinking", "stop", [])
     assert (cut.thinking, cut.finish_reason, cut.thinking_flags) == ("the thinking", "length", ["truncated"])
@@ -379,7 +379,7 @@ def test_an_answer_that_is_not_a_completion_is_set_aside_with_the_reason(fault_s
     request would get the same answer), never empty thinking recorded as ended."""
     server = fault_server([f"200:{body}"])
     stage = Think(fault_config(server.url, chat=chat), "embedded", str(tmp_path))
-    (out,) = stage.process([Record("a", "web", "A document.")])
+    (out,) = think_all(stage, [Record("a", "web", "A document.")])
     stage.close()
     endpoint = "chat/completions" if chat else "completions"
     assert isinstance(out, Reject) and (out.reason, out.detail) == ("generation_failed", f"{server.url}/{endpoint} {said}")
@@ -394,7 +394,7 @@ def chat_answer(content: str, usage: str = '{"prompt_tokens": 3, "completion_tok
 def think_once(server, tmp_path, **changes) -> tuple[Record | Reject, dict]:
     """One document through a fresh think stage on `server`, and the run's generation report."""
     stage = Think(fault_config(server.url, chat=True, **changes), "embedded", str(tmp_path))
-    (out,) = stage.process([Record("a", "web", "A document.")])
+    (out,) = think_all(stage, [Record("a", "web", "A document.")])
     report = stage.report(OutputLayout(tmp_path))
     stage.close()
     return out, report
@@ -484,14 +484,14 @@ def test_a_stored_result_that_cannot_be_used_is_generated_again(fault_server, tm
     server = fault_server()
     docs = [Record(name, "web", f"Document {name}.") for name in "abcd"]
     first = Think(fault_config(server.url, chat=True, max_new_tokens=16), "embedded", str(tmp_path))
-    fresh = first.process(docs)
+    fresh = think_all(first, docs)
     first.close()
     part = next((tmp_path / "thinking").glob("*.jsonl"))
     spoiled = {"a": "lone \ud800 surrogate", "b": 12, "c": "x" * (stored_bytes(16) + 1)}  # d stays as it was
     part.write_text("".join(json.dumps({**entry, "raw": spoiled.get(entry.get("id"), entry.get("raw"))}) + "\n"
                             for entry in map(json.loads, part.read_text().splitlines())))
     rerun = Think(fault_config(server.url, chat=True, max_new_tokens=16), "embedded", str(tmp_path))
-    out = rerun.process(docs)
+    out = think_all(rerun, docs)
     rerun.close()
     assert out[0].thinking == "lone \ufffd surrogate" and "invalid_characters" in out[0].thinking_flags  # read back, repaired
     assert [(o.id, o.thinking) for o in out[1:]] == [(o.id, o.thinking) for o in fresh[1:]] and all(o.thinking for o in out)
@@ -541,7 +541,7 @@ def test_a_request_that_failed_before_reaching_a_server_leaves_the_summary_whole
     monkeypatch.setattr(openai.Answer, "completion", fails_once)
     server = fault_server()
     stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
-    failed, kept = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    failed, kept = think_all(stage, [Record("a", "web", "A document."), Record("b", "web", "Another.")])
     report = stage.report(OutputLayout(tmp_path))
     stage.close()
     assert isinstance(failed, Reject) and failed.detail == "openai: unexpected RuntimeError: injected" and not isinstance(kept, Reject)

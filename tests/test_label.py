@@ -21,7 +21,8 @@ from tpt.classify.store import LabelStore
 from tpt.classify.taxonomy import AXES, load_taxonomy
 from tpt.cli import main as tpt
 from tpt.config import ClassifyConfig, GenerateConfig, load_config
-from tpt.generate.types import Backend, Completion, Request
+from tpt.generate.backend import Backend
+from tpt.generate.types import Completion, Request
 from tpt.schema import Record
 from tpt.stages.classify import Classify
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import write_jsonl, think_all
 from tests.test_generate_openai import fault_config, fault_server  # noqa: F401 (a fixture)
 from tpt.config import SourceConfig
 from tpt.io.read import read_file
@@ -26,7 +26,7 @@ def test_a_thinking_with_a_nul_character_is_set_aside_at_think(fault_server, tmp
     answer = {"choices": [{"message": {"content": "a thought\u0000 with a NUL"}, "finish_reason": "stop"}]}
     server = fault_server(["200:" + json.dumps(answer)])
     stage = Think(fault_config(server.url, chat=True, flagged=flagged, max_in_flight=1), "embedded", str(tmp_path))
-    nul, fine = stage.process([Record("a", "web", "A document."), Record("b", "web", "Another.")])
+    nul, fine = think_all(stage, [Record("a", "web", "A document."), Record("b", "web", "Another.")])
     stage.close()
     assert isinstance(nul, Reject) and (nul.stage, nul.reason, nul.id) == ("think", "nul_bytes", "a")
     assert isinstance(fine, Record) and "\x00" not in fine.text

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, write_jsonl, think_all
 from tests.test_pipeline_beam import read_streams
 from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig, load_config
@@ -125,7 +125,7 @@ def test_a_run_writing_to_cloud_storage_killed_mid_generation_resumes_without_re
 def test_flagged_thinking_is_set_aside_with_its_reason(tmp_path):
     stage = Think(GenerateConfig(max_new_tokens=2, flagged="reject", temperature=0.0), "embedded", str(tmp_path))
     records = [Record("a", "web", "The sky is blue because air scatters short wavelengths."), Record("b", "web", "Two plus two is four.")]
-    out = stage.process(records)
+    out = think_all(stage, records)
     assert all(isinstance(r, Reject) and r.stage == "think" and r.reason == "thinking_truncated" for r in out)
     assert [r.id for r in out] == ["a", "b"]
     report = stage.report(OutputLayout(tmp_path))
@@ -137,7 +137,7 @@ def test_a_changed_document_is_generated_afresh_not_served_stale(tmp_path):
 
     def run(text: str) -> dict:
         stage = Think(config, "embedded", str(tmp_path))
-        stage.process([Record("a", "web", text)])
+        think_all(stage, [Record("a", "web", text)])
         return stage.report(OutputLayout(tmp_path))
 
     assert run("Salt dissolves in water.")["requests_generated"] == 1

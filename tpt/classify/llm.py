@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from tpt.classify.labelset import label_row
 from tpt.classify.taxonomy import AXES, Taxonomy
 from tpt.config import GenerateConfig
-from tpt.generate.types import Backend, Completion, Request
+from tpt.generate.backend import Backend
+from tpt.generate.types import Completion, Request
 from tpt.generate.window import Window
 from tpt.schema import Record
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 import queue
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from tpt.generate.types import Backend, Completion, Request
+from tpt.generate.types import Completion, OnDone, Request
+
+
+class Submits(Protocol):
+    """What a window needs of a backend (tpt.generate.backend): requests started, each completion handed back."""
+
+    def submit(self, requests: list[Request], on_done: OnDone) -> None: ...
 
 
 class Window:
-    def __init__(self, backend: Backend, size: int, keep: Callable[[Any, Completion], Any] | None = None):
+    def __init__(self, backend: Submits, size: int, keep: Callable[[Any, Completion], Any] | None = None):
         """`keep(context, completion)` runs in the backend's thread as each completion arrives, and what it
         returns is handed back in the completion's place: the place to store a result, so that a kill after
         it cannot lose it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from tpt.config import GenerateConfig
-from tpt.generate.types import Backend
+from tpt.generate.backend import Backend
 
 BACKENDS = {
     "transformers": "tpt.generate.backends.transformers:TransformersBackend",

@@ -34,7 +34,8 @@ import aiohttp
 from tpt.config import GenerateConfig
 from tpt.generate.answers import answer_bytes, sanitise, token_count
 from tpt.generate.routing import Router
-from tpt.generate.types import Backend, Completion, OnDone, Request, failed, request_seed
+from tpt.generate.backend import Backend
+from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
 from tpt.progress import log as progress_log  # a worker's progress lines reach stderr on every engine
 from tpt.redact import redact
 

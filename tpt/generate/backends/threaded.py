@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from tpt.generate.types import Backend, OnDone, Request
+from tpt.generate.backend import Backend
+from tpt.generate.types import OnDone, Request
 
 
 class ThreadedBackend(Backend):
