@@ -7,6 +7,9 @@
 #   scripts/slurm-cluster.sh status   exit 0 when the controller answers; print its nodes
 #   scripts/slurm-cluster.sh env      the line that points Slurm's commands at this cluster:
 #                                     eval "$(scripts/slurm-cluster.sh env)"; sinfo
+#   scripts/slurm-cluster.sh kill-node NODE
+#                                     a node lost: SIGKILL its slurmd and every process of the jobs running on it
+#                                     (`start` brings it back)
 #
 # Everything the cluster writes (its slurm.conf, state, spool folders, pid files and daemon logs) is under
 # $TPT_SLURM_DIR (default /tmp/tpt-slurm); /etc/slurm is left alone, so Slurm's commands need
@@ -19,7 +22,7 @@ set -euo pipefail
 DIR=${TPT_SLURM_DIR:-/tmp/tpt-slurm}
 NODES=${TPT_SLURM_NODES:-2}
 CPUS=${TPT_SLURM_CPUS:-1}
-NODE_TIMEOUT=${TPT_SLURM_NODE_TIMEOUT:-6}
+NODE_TIMEOUT=${TPT_SLURM_NODE_TIMEOUT:-10}
 REQUEUE_DELAY=${TPT_SLURM_REQUEUE_DELAY:-10}
 CTLD_PORT=${TPT_SLURM_PORT:-6817}  # slurmd ports follow: 17001, 17002, ...
 START_TIMEOUT=60
@@ -82,9 +85,9 @@ start() {
     mkdir -p "$DIR"
     [ -f "$CONF" ] && alive "$DIR/run/slurmctld.pid" || write_conf
     if ! munge -n </dev/null >/dev/null 2>&1; then  # one munged per machine serves every cluster on it
-        mkdir -p /run/munge /var/log/munge /var/lib/munge
+        $SUDO mkdir -p /run/munge /var/lib/munge
         [ -f /etc/munge/munge.key ] || $SUDO mungekey --create >/dev/null
-        $SUDO munged --force
+        $SUDO munged --force --log-file="$DIR/log/munged.log"
         touch "$DIR/run/started-munged"
     fi
     alive "$DIR/run/slurmctld.pid" || $SUDO slurmctld -f "$CONF"
@@ -126,6 +129,21 @@ stop() {
     say "stopped"
 }
 
+kill_node() {
+    local node=$1 jobs job step pids=()
+    alive "$DIR/run/slurmd-$node.pid" || die "node $node is not running"
+    jobs=$(squeue -h -w "$node" -t RUNNING,COMPLETING -o %A)
+    pids+=("$(cat "$DIR/run/slurmd-$node.pid")")
+    for job in $jobs; do  # each step's slurmstepd and what it started
+        for step in $(pgrep -f "^slurmstepd: \[$job\."); do pids+=($(tree "$step")); done
+    done
+    kill -9 "${pids[@]}" 2>/dev/null || true
+    rm -f "$DIR/run/slurmd-$node.pid"
+    say "killed node $node (slurmd and ${#pids[@]} processes of jobs: ${jobs//$'\n'/ })"
+}
+
+tree() { local child; echo "$1"; for child in $(pgrep -P "$1"); do tree "$child"; done; }
+
 status() {
     alive "$DIR/run/slurmctld.pid" && sinfo -N -o "%N %t %C %m" 2>/dev/null
 }
@@ -137,5 +155,6 @@ case "${1:-}" in
     stop) stop ;;
     status) status ;;
     env) env_line ;;
-    *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+    kill-node) kill_node "${2:?which node}" ;;
+    *) echo "usage: $0 start|stop|status|env|kill-node NODE" >&2; exit 2 ;;
 esac

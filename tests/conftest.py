@@ -61,6 +61,17 @@ def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, di
 
 
 @pytest.fixture(scope="session")
+def local_datatrove_run(full_run, tmp_path_factory) -> PipelineConfig:
+    """The full run's config on datatrove's local executor, two tasks (2 workers), once per session: what a run on the
+    Ray and Slurm executors, two tasks each, must write as well."""
+    from tpt.run import execute
+
+    config = full_run[0].with_output_dir(str(tmp_path_factory.mktemp("datatrove-local")))
+    execute(config, "datatrove", tasks=2, workers=2)
+    return config
+
+
+@pytest.fixture(scope="session")
 def transformers_server():
     """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
     from benchmarks.bench_generate import start_server

@@ -8,7 +8,9 @@ drops a completion marker in its job's logging folder, so a rerun skips finished
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,16 @@ class SlurmJobArray(SlurmPipelineExecutor):
         if self.submitted:
             self.job_id = ":".join(self.submitted)  # what the next job's afterok waits for
 
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        """datatrove's, with Slurm's log paths quoted: the output folder's path may hold spaces."""
+        args = super().get_sbatch_args(max_array)
+        return args | {key: shlex.quote(args[key]) for key in ("output", "error")}
+
+    def get_launch_file_contents(self, sbatch_args: dict, run_script: str) -> str:
+        """datatrove's script, with the pickled job's path quoted (datatrove writes it bare)."""
+        pickled = self.logging_dir.resolve_paths("executor.pik")
+        return super().get_launch_file_contents(sbatch_args, run_script.replace(f" {pickled}", f" {shlex.quote(pickled)}"))
+
     def launch_merge_stats(self) -> None:
         """None: the run's summary comes from its finalize job, and datatrove's merged stats would be a job more per job."""
 
@@ -98,7 +110,7 @@ def slurm_executors(jobs: list[Job], logs: Folder, slurm: SlurmConfig, workers: 
             gpus_per_task=slurm.gpus_per_task if job.name == STAGES_JOB else 0,
             job_name=f"{slurm.job_name}-{job.name}", max_array_size=slurm.max_array_size,
             sbatch_args={"kill-on-invalid-dep": "yes", **({"account": slurm.account} if slurm.account else {}), **slurm.sbatch_args},
-            env_command=slurm.env_command or f"source {Path(sys.prefix) / 'bin' / 'activate'}",
+            env_command=slurm.env_command or f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}",
             logging_dir=logs.url_of(job.name),
             slurm_logs_folder=logs.path(f"{job.name}/slurm_logs") if logs.is_local else str(Path("slurm_logs", job.name).resolve()),
             depends=executors[-1] if executors else None,
@@ -113,8 +125,11 @@ def submit(executors: list[SlurmJobArray]) -> list[SlurmJob]:
     """
     try:
         executors[-1].run()  # submits the jobs it depends on first
-    except BaseException:
+    except BaseException as error:
         slurm.cancel([job_id for executor in executors for job_id in executor.submitted])
+        if isinstance(error, subprocess.CalledProcessError):  # sbatch printed why, above
+            raise OSError(f"sbatch refused a job of the run (exit status {error.returncode}; its error is above); "
+                          "nothing was left submitted") from None
         raise
     return [executor.record() for executor in executors if executor.submitted]
 
@@ -128,7 +143,7 @@ def describe_submission(jobs: list[SlurmJob], out: str) -> str:
         waits = f", after {after}" if after else ""
         lines.append(f"  {job.name:<9} job {':'.join(job.ids)}: {len(job.ranks)} task(s){waits}; logs in {job.logs}/")
         after = ":".join(job.ids)
-    lines += [f"follow: tpt progress {out}   (or: squeue --jobs={','.join(ids)})",
+    lines += [f"follow: tpt progress {shlex.quote(out)}   (or: squeue --jobs={','.join(ids)})",
               f"cancel: scancel {' '.join(ids)}",
               f"once finished: {out}/summary.json"]
     return "\n".join(lines)

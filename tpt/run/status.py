@@ -103,10 +103,10 @@ def _on_slurm(layout: OutputLayout, holder: dict) -> RunStatus:
                 tally[f"running ({task.node})" if task.node else "running"] += 1
                 queued += 1
             elif task.state in WAITING:
-                tally[f"pending ({task.reason})" if task.reason not in ("", "None") else "pending"] += 1
+                tally[_said(task, "pending")] += 1
                 queued += 1
             elif task.state in ENDED_BADLY:
-                tally[task.state.lower()] += 1
+                tally[_said(task, task.state.lower())] += 1
                 failed.append((job, task))
             else:
                 tally["gone from the queue, unfinished"] += 1
@@ -115,7 +115,7 @@ def _on_slurm(layout: OutputLayout, holder: dict) -> RunStatus:
     if failed:
         causes = [task for task in failed if task[1].reason != "DependencyNeverSatisfied"] or failed
         named = [f"  {job.name} task {task.rank} (Slurm {task.job}_{task.index}{' on ' + task.node if task.node else ''}): "
-                 f"{task.state} ({task.reason}); log {job.task_log(task.rank)}, Slurm's {job.slurm_log(task.job, task.index)}"
+                 f"{_said(task)}; log {job.task_log(task.rank)}, Slurm's {job.slurm_log(task.job, task.index)}"
                  for job, task in causes]
         return RunStatus(FAILED, f"{len(causes)} Slurm task(s) did not finish; {RESUME} once the cause is fixed",
                          [*named, *lines, *_counts(layout, live=False)])
@@ -124,6 +124,12 @@ def _on_slurm(layout: OutputLayout, holder: dict) -> RunStatus:
     named = [f"  {job.name} task {task.rank}: log {job.task_log(task.rank)}" for job, task in gone]
     return RunStatus(DEAD, f"its Slurm jobs are gone from the queue and it did not publish; {RESUME}",
                      [*named, *lines, *_counts(layout, live=False)])
+
+
+def _said(task: TaskState, state: str | None = None) -> str:
+    """`FAILED (NonZeroExitCode)`: a task's state as Slurm gives it, with its reason when there is one."""
+    state = state or task.state
+    return f"{state} ({task.reason})" if task.reason not in ("", "None") else state
 
 
 def _tasks(job: SlurmJob, states: dict[tuple[str, int], TaskState]) -> list[TaskState]:
