@@ -199,7 +199,7 @@ def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_e
     ids = write_docs(tmp_path, docs)
     out = tmp_path / "out"
     task_ids = [i for i in ids if part_of(i, TASKS) == 1]  # what stage task 1 generates
-    with SimulatedServer(slots=16, rate=200, mean_tokens=400, sigma=0.3) as server:
+    with SimulatedServer(slots=16, rate=200, mean_tokens=300, sigma=0.3) as server:
         config = thinking_config(tmp_path, server.url, in_flight)
         jobs = submit(config, out)
         (stages,) = jobs["stages"]
@@ -211,7 +211,7 @@ def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_e
 
         assert cli(["progress", str(out)]) == 1
         shown = capsys.readouterr().out
-        assert shown.startswith("failed: 1 Slurm task(s) did not finish; rerun the same command")
+        assert shown.startswith("failed: 1 Slurm task(s) did not finish; once the cause is fixed, rerun the same command")
         assert f"  stages task 1 (Slurm {stages}_1 on n" in shown and ": CANCELLED" in shown
         logs = out / ".datatrove" / "logs" / "stages"
         assert f"log {logs}/logs/task_00001.log, Slurm's {logs}/slurm_logs/{stages}_1.out" in shown
@@ -232,7 +232,7 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm, t
     docs, in_flight = 40, 4
     ids = write_docs(tmp_path, docs)
     out = tmp_path / "out"
-    with SimulatedServer(slots=16, rate=200, mean_tokens=400, sigma=0.3) as server:
+    with SimulatedServer(slots=16, rate=200, mean_tokens=300, sigma=0.3) as server:
         jobs = submit(thinking_config(tmp_path, server.url, in_flight), out)
         (stages,) = jobs["stages"]
 
@@ -262,32 +262,35 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm, t
 def test_a_task_that_fails_late_fails_the_run_visibly_and_a_rerun_takes_its_lock_over(slurm, tmp_path, capsys):
     """An input file gone between planning and its read task (the jobs are submitted held, with an extra sbatch line,
     so the file goes before any task starts): that read task fails, the jobs after it are cancelled at once, and
-    `tpt progress` names the task and its log. The failed run's lock does not block the next run."""
+    `tpt progress` names the task and its log. With one task an array, every job is two arrays, and the failed task
+    is in the first: the jobs after it wait for all of a job's arrays, not only its last. The failed run's lock does
+    not block the next run."""
     write_jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}", "text": f"Document a{i}."} for i in range(5)])
     write_jsonl(tmp_path / "b.jsonl", [{"id": f"b{i}", "text": f"Document b{i}."} for i in range(5)])
     config = tmp_path / "config.yaml"
     out = tmp_path / "out"
     common = "sources: [{name: web, path: '*.jsonl'}]\noutput: {parts: 2}\n"
-    config.write_text(common + f"datatrove: {{slurm: {json.dumps({**SLURM, 'sbatch_args': {'hold': ''}})}}}\n")
+    held = {**SLURM, "max_array_size": 1, "sbatch_args": {"hold": ""}}
+    config.write_text(common + f"datatrove: {{slurm: {json.dumps(held)}}}\n")
     jobs = submit(config, out)
+    assert [len(jobs[name]) for name in ("read", "stages", "finalize")] == [2, 2, 1]
     assert cli(["progress", str(out)]) == 0
-    assert "read      job " in capsys.readouterr().out  # held: pending, with the reason Slurm gives
-    (tmp_path / "b.jsonl").rename(tmp_path / "b.moved")
+    assert "  read      job " in capsys.readouterr().out
+    (tmp_path / "a.jsonl").rename(tmp_path / "a.moved")  # read task 0's file
     subprocess.run(["scontrol", "release", *(job_id for ids in jobs.values() for job_id in ids)], check=True)
     wait_until(lambda: all_ended(jobs), "every job of the run ended (none waits on the failed one)", deadline=120)
 
     assert cli(["progress", str(out)]) == 1
     shown = capsys.readouterr().out
-    (read,) = jobs["read"]
+    first_array = jobs["read"][0]
     assert shown.startswith("failed: 1 Slurm task(s) did not finish")
-    assert f"  read task 1 (Slurm {read}_1 on n" in shown and "FAILED (NonZeroExitCode)" in shown
-    log = out / ".datatrove" / "logs" / "read" / "logs" / "task_00001.log"
-    assert f"log {log}, " in shown and "b.jsonl" in log.read_text()  # the log says which file
+    assert f"  read task 0 (Slurm {first_array}_0 on n" in shown and "FAILED (NonZeroExitCode)" in shown
+    log = out / ".datatrove" / "logs" / "read" / "logs" / "task_00000.log"
+    assert f"log {log}, " in shown and "a.jsonl" in log.read_text()  # the log says which file
     assert shown.count("cancelled (DependencyNeverSatisfied)") == 2  # stages and finalize ended with it
-    status = run_status(OutputLayout(out))
-    assert status.state == FAILED and not (out / OutputLayout.summary).exists()
+    assert run_status(OutputLayout(out)).state == FAILED and not (out / OutputLayout.summary).exists()
 
-    (tmp_path / "b.moved").rename(tmp_path / "b.jsonl")
+    (tmp_path / "a.moved").rename(tmp_path / "a.jsonl")
     config.write_text(common + f"datatrove: {{slurm: {json.dumps(SLURM)}}}\n")  # its datatrove section aside, the same run
     again = submit(config, out)
     assert list(again) == ["read", "stages", "finalize"] and len(again["read"]) == 1

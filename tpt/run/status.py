@@ -29,7 +29,7 @@ from tpt.progress import BEACONS, PLAN, RunProgress
 from tpt.slurm import DONE, ENDED_BADLY, RUNNING, WAITING, SlurmJob, SlurmUnavailable, TaskState, task_states
 
 RUNNING_STATE, FINISHED, FAILED, DEAD = "running", "finished", "failed", "dead"
-RESUME = "rerun the same command to resume it: finished tasks are skipped, stored thinking is reused"
+RESUME = "rerun the same command to resume it (finished tasks are skipped, stored thinking is reused)"
 
 
 @dataclass
@@ -117,10 +117,12 @@ def _on_slurm(layout: OutputLayout, holder: dict) -> RunStatus:
         named = [f"  {job.name} task {task.rank} (Slurm {task.job}_{task.index}{' on ' + task.node if task.node else ''}): "
                  f"{_said(task)}; log {job.task_log(task.rank)}, Slurm's {job.slurm_log(task.job, task.index)}"
                  for job, task in causes]
-        return RunStatus(FAILED, f"{len(causes)} Slurm task(s) did not finish; {RESUME} once the cause is fixed",
+        return RunStatus(FAILED, f"{len(causes)} Slurm task(s) did not finish; once the cause is fixed, {RESUME}",
                          [*named, *lines, *_counts(layout, live=False)])
     if queued:
         return RunStatus(RUNNING_STATE, f"on Slurm ({describe(holder)})", [*lines, *_counts(layout, live=True)])
+    if not gone and layout.exists(layout.summary):  # the finalize job published, and its lock is about to go
+        return RunStatus(FINISHED, _finished(layout))
     named = [f"  {job.name} task {task.rank}: log {job.task_log(task.rank)}" for job, task in gone]
     return RunStatus(DEAD, f"its Slurm jobs are gone from the queue and it did not publish; {RESUME}",
                      [*named, *lines, *_counts(layout, live=False)])
