@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 
 from benchmarks.simulator import SimulatedServer
 from benchmarks.soak import settled_requests
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, SLURM_CLUSTER, write_jsonl
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
 from tests.test_ray import published_bytes
@@ -37,39 +36,11 @@ from tpt.io.output import OutputLayout, part_of
 from tpt.run.status import FAILED, FINISHED, RUNNING_STATE, run_status
 from tpt.slurm import still_queued
 
-SCRIPT = str(ROOT / "scripts" / "slurm-cluster.sh")
 TASKS = 2  # per job: one on each node
 TIMEOUT = 300  # seconds for a condition the tests wait on
 SLURM = {"partition": "debug", "time": "00:20:00"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a run that hangs fails the test instead of the suite
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    """The cluster of scripts/slurm-cluster.sh: the one already up (CI starts it), else one started for these tests
-    and stopped after them. Without Slurm the tests skip, saying why; in CI (CI=true) they fail instead."""
-    def unavailable(why: str):
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI runs the Slurm tests: {why}", pytrace=False)
-        pytest.skip(why)
-
-    if not shutil.which("slurmctld") or not shutil.which("sbatch"):
-        unavailable("Slurm is not installed: `scripts/slurm-cluster.sh start` installs slurm-wlm and munge and starts a cluster")
-    was_up = subprocess.run([SCRIPT, "status"], capture_output=True).returncode == 0
-    started = subprocess.run([SCRIPT, "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        unavailable(f"scripts/slurm-cluster.sh start failed: {started.stderr.strip()[-800:]}")
-    conf = subprocess.run([SCRIPT, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf  # for sbatch, squeue and scancel, here and in the jobs (sbatch exports it)
-    yield
-    if previous is None:
-        os.environ.pop("SLURM_CONF")
-    else:
-        os.environ["SLURM_CONF"] = previous
-    if not was_up:
-        subprocess.run([SCRIPT, "stop"], check=True)
 
 
 def wait_until(condition, what: str, deadline: float = TIMEOUT) -> None:
@@ -115,7 +86,7 @@ def slurm_jobs() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def local_and_slurm(slurm, local_datatrove_run, teacher, tmp_path_factory):
+def local_and_slurm(slurm_cluster, local_datatrove_run, teacher, tmp_path_factory):
     """The demo with bad input and thinking (a simulated teacher: the same thinking for the same request) on the local
     executor and on the cluster, two tasks each."""
     local = local_datatrove_run
@@ -191,7 +162,7 @@ def assert_each_once(out: Path, ids: list[str]) -> None:
     assert sorted(s["id"] for s in read_streams(str(out))[1]) == ids  # every id in the shards once
 
 
-def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_every_id_once(slurm, tmp_path, capsys):
+def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_every_id_once(slurm_cluster, tmp_path, capsys):
     """scancel of one stage task while it generates: the run fails visibly (the finalize job is cancelled with it,
     none waits forever); the same command again submits that task and the finalize job only, and the teacher is
     asked again at most for what the cancelled task had in flight."""
@@ -225,7 +196,7 @@ def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_e
     assert docs <= asked <= docs + in_flight
 
 
-def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm, tmp_path):
+def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm_cluster, tmp_path):
     """Node n2's slurmd and every process of its job killed while its stage task generates (a machine lost). Slurm
     declares the node down and requeues the task (datatrove submits with --requeue), which runs again on n1 and
     resumes from the thinking store: the run completes with no rerun, every id generated and written once."""
@@ -245,11 +216,11 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm, t
         task_ids = [i for i in ids if part_of(i, TASKS) == rank]
         wait_until(lambda: sum(stored(out, task_ids).values()) > in_flight, f"stage task {rank} generating on n2")
         try:
-            subprocess.run([SCRIPT, "kill-node", "n2"], check=True)
+            subprocess.run([SLURM_CLUSTER, "kill-node", "n2"], check=True)
             lost_with = sum(stored(out, task_ids).values())
             summary = finished(out)
         finally:
-            subprocess.run([SCRIPT, "start"], check=True)  # n2 back for the tests after this one
+            subprocess.run([SLURM_CLUSTER, "start"], check=True)  # n2 back for the tests after this one
         asked = settled_requests(server)
     assert lost_with < len(task_ids)  # the node was lost mid-generation
     show = subprocess.run(["scontrol", "show", "job", f"{stages}_{rank}"], capture_output=True, text=True, check=True).stdout
@@ -259,7 +230,7 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm, t
     assert summary["totals"]["written"] == docs
 
 
-def test_a_task_that_fails_late_fails_the_run_visibly_and_a_rerun_takes_its_lock_over(slurm, tmp_path, capsys):
+def test_a_task_that_fails_late_fails_the_run_visibly_and_a_rerun_takes_its_lock_over(slurm_cluster, tmp_path, capsys):
     """An input file gone between planning and its read task (the jobs are submitted held, with an extra sbatch line,
     so the file goes before any task starts): that read task fails, the jobs after it are cancelled at once, and
     `tpt progress` names the task and its log. With one task an array, every job is two arrays, and the failed task
@@ -297,7 +268,7 @@ def test_a_task_that_fails_late_fails_the_run_visibly_and_a_rerun_takes_its_lock
     assert finished(out)["totals"]["written"] == 10
 
 
-def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(slurm, tmp_path):
+def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(slurm_cluster, tmp_path):
     """The documented recipe (scripts/slurm-serve.sh) with the simulator in place of `vllm serve`: one server listed
     when the run starts; a second, started mid-run, gets requests within seconds of listing itself; the first is
     cancelled mid-run (its script unlists it and stops it; the requests it had in flight are retried on the second).
@@ -358,3 +329,18 @@ def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(s
     think = summary["stages"]["think"]
     assert set(think["servers"]) == {first, second} and think["servers"][first]["failed_attempts"] >= 1
     assert think["requests_retried"] >= 1  # what the first had in flight when it went, answered by the second
+
+
+def test_without_slurm_these_tests_fail_in_ci_and_skip_elsewhere_saying_why(tmp_path):
+    """A test on the cluster run where no Slurm command is on the PATH: in CI (CI=true) it errors, naming what is
+    missing; elsewhere it is skipped with the same reason."""
+    (tmp_path / "test_on_slurm.py").write_text("def test_on_the_cluster(slurm_cluster):\n    pass\n")
+    without = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv's commands alone
+    runs = {ci: subprocess.Popen([sys.executable, "-m", "pytest", "-rs", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                                  str(tmp_path / "test_on_slurm.py")], cwd=ROOT, env=without | {"CI": ci},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for ci in ("true", "")}
+    said = {ci: run.communicate(timeout=TIMEOUT)[0] for ci, run in runs.items()}
+    reason = "Slurm is not installed: `scripts/slurm-cluster.sh start` installs slurm-wlm and munge and starts a cluster"
+    assert runs["true"].returncode == 1 and "1 error" in said["true"] and f"CI runs the Slurm tests: {reason}" in said["true"]
+    assert runs[""].returncode == 0 and "1 skipped" in said[""] and reason in said[""]

@@ -2,10 +2,11 @@
 
 The lock is created atomically with its content: on a local (or shared) disk
 by a hard link, which fails if the name exists (O_EXCL's guarantee, and it
-never shows a half-written lock); on an object store by a conditional write
-(`fs.open(path, "xb")`: gs:// sends ifGenerationMatch=0, s3:// If-None-Match),
+never shows a half-written lock); at a URL by fsspec's exclusive create
+(`fs.open(path, "xb")`, a conditional write: gcsfs sends ifGenerationMatch=0),
 so of two runs that start at once exactly one takes it. The other is refused,
-naming the holder.
+naming the holder. (A filesystem whose "xb" does not refuse an existing file
+gives no more than the old read-then-write.)
 
 A run's driver holds the lock and refreshes it while it lasts. A run submitted
 to Slurm hands it over to its jobs (`hand_over`): the lock then names them,
