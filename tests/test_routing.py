@@ -59,14 +59,21 @@ class Feeder:
     counting each completion by id."""
 
     def __init__(self, backend, window: int, total: int):
-        self.backend, self.total, self.sent = backend, total, 0
+        self.backend, self.total, self.sent, self.stopped = backend, total, 0, False
         self.done: Counter[str] = Counter()
         self.completions: list[Completion] = []
         self._lock = threading.Lock()
         self._send(window)
 
+    def stop(self) -> None:
+        """Send nothing more (before the backend closes)."""
+        with self._lock:
+            self.stopped = True
+
     def _send(self, count: int) -> None:
         with self._lock:
+            if self.stopped:
+                return
             first, self.sent = self.sent, min(self.sent + count, self.total)
         self.backend.submit([Request(f"r{i}", prompt=f"document {i}") for i in range(first, self.sent)], self._on_done)
 
@@ -96,8 +103,8 @@ def test_a_set_aside_server_gets_one_probe_when_its_time_is_up_and_a_failed_prob
                                            max_in_flight=4, timeout=30.0, retries=50))
     backend.setup()
     backend.router.probe_after = probe_after
+    feeder = Feeder(backend, window=4, total=10**9)  # requests flow until the test ends
     try:
-        feeder = Feeder(backend, window=4, total=10**9)  # requests flow until the test ends
         wait_until(lambda: len(flaky.arrivals) >= 3, "three requests at the flaky server")
         probed = wait_until(lambda: len(flaky.arrivals) >= 4, "the first probe")
         assert flaky.arrivals[3] - flaky.arrivals[2] >= probe_after
@@ -111,11 +118,13 @@ def test_a_set_aside_server_gets_one_probe_when_its_time_is_up_and_a_failed_prob
         assert flaky.arrivals[4] - failed_at >= 2 * probe_after  # the wait doubled
         assert flaky.arrivals[4] - probed >= 2 * probe_after
 
-        flaky.release("ok")  # the second probe succeeds: the server is back
+        flaky.release("ok")  # the second probe succeeds: the server is back, for every kind of request
         wait_until(lambda: len(flaky.arrivals) >= 15, "requests for the server taken back")
-        assert flaky.max_in_flight >= 2
+        feeder.stop()
+        wait_until(lambda: feeder.answered() == feeder.sent, "the requests in flight answered")
         assert not [c for c in feeder.completions if c.finish_reason == "error"]
     finally:
+        feeder.stop()
         backend.close()
         flaky.close()
         steady.close()
