@@ -1,15 +1,17 @@
 """Documents/s of the CPU stages (read -> one per id -> truncate -> deduplicate -> write, finalize) on Beam and datatrove.
 
-    python benchmarks/bench_engines.py [--documents 2000] [--rounds 3]
+    python benchmarks/bench_engines.py [--documents 2000] [--rounds 3] [--no-slurm]
 
 One corpus of ~2k-token documents joined from the demo's real text, split into
 two files: Beam on the DirectRunner (multi_processing, 2 workers), datatrove on
-the local executor (2 tasks, 2 workers) and datatrove on Ray (2 tasks on a
+the local executor (2 tasks, 2 workers), datatrove on Ray (2 tasks on a
 local Ray cluster of 2 CPUs, started before the clock starts: its start-up is
-printed apart), each timed end to end from the call to the summary on disk,
-with the engines' modules imported before the clock, as the floor's are. Each
-engine runs with text deduplication (the default) and without it: its cost is
-the ratio of the two.
+printed apart) and datatrove on Slurm (2 tasks a job on the two-node cluster of
+scripts/slurm-cluster.sh, one CPU a node, started first if it is not up; the
+time `tpt run` takes to submit the jobs is printed apart too), each timed end
+to end from the call to the summary on disk, with the engines' modules
+imported before the clock, as the floor's are. Each engine runs with text
+deduplication (the default) and without it: its cost is the ratio of the two.
 
 The floors, measured in the same run: the bare primitives of bench_cpu_stages
 (json + batched encode + MDSWriter in a tight loop) on one core, twice that
@@ -28,8 +30,11 @@ import os
 os.environ["RAYON_NUM_THREADS"] = "1"  # one core per worker process: before tokenizers starts its pool
 
 import argparse
+import contextlib
+import io
 import logging
 import multiprocessing
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,8 +51,11 @@ from tpt.run.engines import ENGINES  # noqa: E402
 WORKERS = 2
 ONE_CORE, BOTH_CORES = "bare primitives, 1 core", "bare primitives, 2 cores at once"
 BEAM, DATATROVE, RAY = "Beam DirectRunner, 2 workers", "datatrove local, 2 tasks", "datatrove Ray, 2 tasks"
+SLURM = "datatrove Slurm, 2 nodes"
 ONE_EACH = ", one document per file"
 NO_DEDUP = ", no deduplication"
+CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "slurm-cluster.sh"
+SUBMISSIONS: list[float] = []  # seconds `tpt run` took to submit each Slurm run
 
 
 def split(corpus: Path, folder: Path, files: int) -> Path:
@@ -93,6 +101,41 @@ def run_ray(config: PipelineConfig) -> int:
     return execute(config, "datatrove", executor="ray", tasks=WORKERS)["totals"]["written"]
 
 
+def run_slurm(config: PipelineConfig) -> int:
+    """Submit the run to Slurm (timed apart: SUBMISSIONS), then wait for its summary on disk."""
+    from tpt.config import DatatroveConfig, SlurmConfig
+    from tpt.io.output import OutputLayout
+    from tpt.run import execute
+    from tpt.slurm import still_queued
+
+    config = config.model_copy(update={"datatrove": DatatroveConfig(slurm=SlurmConfig(partition="debug"))})
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the table of submitted jobs
+        assert execute(config, "datatrove", executor="slurm", tasks=WORKERS) is None
+    SUBMISSIONS.append(time.perf_counter() - started)
+    layout, polls = OutputLayout(config.output.dir), 0
+    while not layout.exists(layout.summary):
+        polls += 1
+        if polls % 100 == 0:  # every few seconds: a run that failed never writes its summary
+            jobs = layout.read_json(".lock")["slurm_jobs"]
+            assert still_queued([job_id for job in jobs for job_id in job["ids"]]), f"the Slurm run in {layout.url} failed"
+        time.sleep(0.02)
+    return layout.read_json(layout.summary)["totals"]["written"]
+
+
+def start_slurm() -> tuple[float, bool]:
+    """Seconds to start the two-node Slurm cluster (0 if it was up), and whether this started it."""
+    if subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0:
+        started = 0.0, False
+    else:
+        clock = time.perf_counter()
+        subprocess.run([CLUSTER, "start"], check=True, capture_output=True)
+        started = time.perf_counter() - clock, True
+    conf = subprocess.run([CLUSTER, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    return started
+
+
 def start_ray() -> float:
     """Seconds to start a local Ray cluster of WORKERS CPUs, which the Ray run then uses (`tpt run` alone would start
     one of all CPUs for the run)."""
@@ -121,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts")
+    parser.add_argument("--no-slurm", action="store_true", help="leave the Slurm executor out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from loguru import logger  # datatrove's task logs: keep the benchmark's output to its numbers
@@ -139,6 +183,13 @@ def main() -> None:
         local = {BEAM: run_beam, DATATROVE: run_datatrove}
         runs = {ONE_CORE: (run_bare_forked, [corpus], n), BOTH_CORES: (run_bare_forked, sorted(parts.iterdir()), n)}
         seconds = fastest(runs | engine_runs(local, parts, one_each, n), args.rounds, tmp / "local")
+        if not args.no_slurm:  # its daemons idle beside the others' runs, as Ray's would not
+            slurm_start, stop_slurm = start_slurm()
+            try:
+                seconds |= fastest(engine_runs({SLURM: run_slurm}, parts, one_each, n), args.rounds, tmp / "slurm")
+            finally:
+                if stop_slurm:
+                    subprocess.run([CLUSTER, "stop"], check=True, capture_output=True)
         ray_start = start_ray()  # only now: its idle processes stay out of the other figures
         seconds |= fastest(engine_runs({RAY: run_ray}, parts, one_each, n), args.rounds, tmp / "ray")
     rate = {name: n / took for name, took in seconds.items() if not name.endswith(ONE_EACH)}
@@ -150,7 +201,7 @@ def main() -> None:
     print(f"  {BOTH_CORES:<34}{rate[BOTH_CORES]:8.1f} docs/s  ({rate[BOTH_CORES] / ideal:.2f} of the ideal)")
     print(f"  {'engine':<32}{'docs/s':>8}{'of ideal':>10}{'of 2-core bare':>16}{'start+stop':>12}"
           f"{'no dedup docs/s':>17}{'dedup adds':>12}")
-    for name in (BEAM, DATATROVE, RAY):
+    for name in (BEAM, DATATROVE, RAY, *(() if args.no_slurm else (SLURM,))):
         print(f"  {name:<32}{rate[name]:8.1f}{rate[name] / ideal:10.2f}{rate[name] / rate[BOTH_CORES]:16.2f}"
               f"{seconds[name + ONE_EACH]:11.1f}s{rate[name + NO_DEDUP]:17.1f}"
               f"{seconds[name] / seconds[name + NO_DEDUP] - 1:11.0%}")
@@ -158,6 +209,11 @@ def main() -> None:
           f"of the 2-core ideal: Beam {rate[BEAM] / ideal:.2f}, datatrove {rate[DATATROVE] / ideal:.2f}, Ray {rate[RAY] / ideal:.2f}")
     print(f"(start+stop: a run of one document per file. The local Ray cluster took {ray_start:.1f} s to start, "
           f"outside the Ray figures)")
+    if not args.no_slurm:
+        print(f"Slurm / datatrove local: {rate[SLURM] / rate[DATATROVE]:.2f}, of the 2-core ideal {rate[SLURM] / ideal:.2f}; "
+              f"submitting a run (plan, lock, 3 x sbatch) took {min(SUBMISSIONS):.2f} s at the fastest, "
+              f"{sorted(SUBMISSIONS)[len(SUBMISSIONS) // 2]:.2f} s the median, inside the Slurm figures"
+              + (f"; the cluster took {slurm_start:.1f} s to start, outside them" if slurm_start else ""))
 
 
 if __name__ == "__main__":

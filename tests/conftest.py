@@ -73,6 +73,51 @@ def short_budget_run(full_run, tmp_path_factory) -> tuple[PipelineConfig, dict]:
 
 
 @pytest.fixture(scope="session")
+def local_datatrove_run(full_run, tmp_path_factory) -> PipelineConfig:
+    """The full run's config on datatrove's local executor, two tasks (2 workers), once per session: what a run on the
+    Ray and Slurm executors, two tasks each, must write as well."""
+    from tpt.run import execute
+
+    config = full_run[0].with_output_dir(str(tmp_path_factory.mktemp("datatrove-local")))
+    execute(config, "datatrove", tasks=2, workers=2)
+    return config
+
+
+SLURM_CLUSTER = str(ROOT / "scripts" / "slurm-cluster.sh")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The live two-node cluster of scripts/slurm-cluster.sh, once per session: the one already up (CI starts it),
+    else one started here and stopped at the end. Without Slurm a test that needs it is skipped, saying why; in CI
+    (CI=true) it errors instead."""
+    import shutil
+    import subprocess
+
+    def unavailable(why: str):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI runs the Slurm tests: {why}", pytrace=False)
+        pytest.skip(why)
+
+    if not shutil.which("slurmctld") or not shutil.which("sbatch"):
+        unavailable("Slurm is not installed: `scripts/slurm-cluster.sh start` installs slurm-wlm and munge and starts a cluster")
+    was_up = subprocess.run([SLURM_CLUSTER, "status"], capture_output=True).returncode == 0
+    started = subprocess.run([SLURM_CLUSTER, "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        unavailable(f"scripts/slurm-cluster.sh start failed: {started.stderr.strip()[-800:]}")
+    conf = subprocess.run([SLURM_CLUSTER, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # for sbatch, squeue and scancel, here and in the jobs (sbatch exports it)
+    yield SLURM_CLUSTER
+    if previous is None:
+        os.environ.pop("SLURM_CONF")
+    else:
+        os.environ["SLURM_CONF"] = previous
+    if not was_up:
+        subprocess.run([SLURM_CLUSTER, "stop"], check=True)
+
+
+@pytest.fixture(scope="session")
 def transformers_server():
     """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
     from benchmarks.bench_generate import start_server

@@ -53,17 +53,50 @@ def test_the_beacon_folder_is_cleared_before_and_after_a_run(tmp_path):
     assert not beacons.exists()
 
 
-def test_tpt_progress_shows_the_line_of_a_run_no_driver_follows(tmp_path, capsys):
+def test_tpt_progress_tells_a_running_run_from_a_killed_a_failed_and_a_finished_one(tmp_path, capsys):
+    """The same counts read as a live line (rates and ETA) only while the run's driver is alive."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
     from tpt.cli import main as cli
+    from tpt.io.lock import LOCK, RunLock
+    from tpt.io.output import OutputLayout
+    from tpt.io.publish import STAGING
 
     out = tmp_path / "out"
-    assert cli(["progress", str(out)]) == 2 and "no run in progress" in capsys.readouterr().err
-    RunProgress(str(out / BEACONS), STAGES, input_bytes=2000).start()  # what a Slurm submission leaves
-    reader = Progress("read", beacons=str(out / BEACONS))
-    reader.update(10, bytes_read=1000)
-    reader.write_beacon()
+    assert cli(["progress", str(out)]) == 2 and "no tpt run has written there" in capsys.readouterr().err
+    RunProgress(str(out / BEACONS), STAGES, input_bytes=2000).start()  # what a run leaves as it starts
+    for stage, docs in (("read", 10), ("truncate", 4), ("classify", 4), ("think", 2)):
+        worker = Progress(stage, beacons=str(out / BEACONS))
+        worker.update(docs, bytes_read=1000 if stage == "read" else 0)
+        worker.write_beacon()
+
+    with RunLock(OutputLayout(out)):  # a driver alive: this process
+        assert cli(["progress", str(out)]) == 0
+        shown = capsys.readouterr().out
+    assert shown.startswith(f"running: driver host {socket.gethostname()}, pid ")
+    assert "\nrun: read 50% of 2.0 KB, 10 docs; truncate 4 docs, " in shown and "| run ETA " in shown
+
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    (out / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": int(killed.stdout), "started": 0.0,
+                                        "refreshed": 4e9, "token": "t"}))
+    assert cli(["progress", str(out)]) == 1
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"dead: its driver is gone (host {socket.gethostname()}, pid {killed.stdout.strip()}, ")
+    assert "last counts: run: read 50% of 2.0 KB, 10 docs; truncate 4 docs" in shown and "ETA" not in shown
+
+    (out / LOCK).unlink()  # a driver that stopped on an error releases the lock, and its staged run stays unpublished
+    (out / STAGING).mkdir()
+    assert cli(["progress", str(out)]) == 1
+    assert capsys.readouterr().out.startswith("failed: the last run stopped before it published")
+
+    (out / STAGING).rmdir()
+    (out / "summary.json").write_text(json.dumps({"totals": {"read": 12, "written": 9, "rejected": 3}, "wall_seconds": 4.25,
+                                                  "engine": {"name": "datatrove", "executor": "slurm"}}))
     assert cli(["progress", str(out)]) == 0
-    assert capsys.readouterr().out.startswith("run: read 50% of 2.0 KB, 10 docs; truncate not started")
+    assert capsys.readouterr().out.startswith("finished: read 12, written 9, rejected 3 in 4.2 s on datatrove (slurm), published ")
 
 
 READ_TASK_THEN_EXIT = """

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
 from tpt.io import publish as publishing
 from tpt.io.output import OutputLayout
-from tpt.io.publish import LOCK, OUTPUTS, RunLock, publish, recover, staged
+from tpt.io.publish import OUTPUTS, publish, recover, staged
 
 
 def write_run(layout: OutputLayout, tag: str) -> None:
@@ -80,28 +76,3 @@ def test_a_publish_cut_short_at_any_step_is_completed_by_recover(layout, monkeyp
     recover(layout)
     found = contents(layout)
     assert set(found.values()) == {"new"} and len(found) == 6
-
-
-def test_a_second_run_into_the_folder_is_refused_naming_the_first(tmp_path):
-    layout = OutputLayout(tmp_path)
-    with RunLock(layout):
-        with pytest.raises(FileExistsError,
-                           match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
-            with RunLock(layout):
-                pass
-    assert not layout.exists(LOCK)  # released
-
-
-def test_a_killed_runs_lock_is_stale_and_taken_over(tmp_path):
-    layout = OutputLayout(tmp_path)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    layout.write_text(LOCK, json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": 0.0, "refreshed": 4e9}))
-    with RunLock(layout):  # its process is gone
-        assert layout.read_json(LOCK)["pid"] == os.getpid()
-    layout.write_text(LOCK, json.dumps({"host": "another-host", "pid": 1, "started": 0.0, "refreshed": 0.0}))
-    with RunLock(layout):  # not refreshed for longer than stale_after
-        pass
-    layout.write_text(LOCK, json.dumps({"host": "another-host", "pid": 1, "started": 0.0, "refreshed": 4e9}))
-    with pytest.raises(FileExistsError, match="host another-host, pid 1"):
-        with RunLock(layout):
-            pass

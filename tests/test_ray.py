@@ -65,13 +65,11 @@ def published_bytes(out) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def local_and_ray(full_run, teacher, cluster, tmp_path_factory):
+def local_and_ray(local_datatrove_run, teacher, cluster, tmp_path_factory):
     """The demo with bad input and thinking (a simulated teacher: the same thinking for the same request) on the
     local executor and on the cluster, two tasks each (a Ray task starts a fresh actor, which imports torch)."""
-    config, _ = full_run
-    local = config.with_output_dir(str(tmp_path_factory.mktemp("local")))
-    on_ray = config.with_output_dir(str(tmp_path_factory.mktemp("ray")))
-    execute(local, "datatrove", tasks=TASKS, workers=2)
+    local = local_datatrove_run
+    on_ray = local.with_output_dir(str(tmp_path_factory.mktemp("ray")))
     asked = teacher.stats()["requests"]
     summary = execute(on_ray, "datatrove", executor="ray", tasks=TASKS, address=cluster.address)
     return local, on_ray, summary, teacher.stats()["requests"] - asked

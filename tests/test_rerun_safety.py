@@ -20,8 +20,9 @@ import pytest
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import read_streams
 from tpt.cli import main as tpt
+from tpt.io.lock import LOCK
 from tpt.io.output import OutputLayout
-from tpt.io.publish import LOCK, OUTPUTS, STAGING
+from tpt.io.publish import OUTPUTS, STAGING
 
 FINISHED = ("streams.yaml", "manifest.parquet", "summary.json")
 

@@ -185,6 +185,9 @@ class OpenAIConfig(Section):
     """The openai backend: any OpenAI-compatible server(s); each request goes to the one with the fewest outstanding."""
 
     base_urls: list[str] = Field(default=["http://127.0.0.1:8000/v1"], min_length=1)
+    # instead of base_urls: a file (path or fsspec URL) of one server URL per line, re-read while the run goes on,
+    # for servers that come and go (docs/thinking.md, "Servers that come and go")
+    base_urls_file: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
     timeout: float = Field(default=600.0, gt=0)  # seconds per request
     retries: int = Field(default=6, ge=0)
@@ -193,6 +196,12 @@ class OpenAIConfig(Section):
         """Shown (in logs, and engine files such as datatrove's executor.json) without the credentials a URL holds."""
         for name, value in super().__repr_args__():
             yield name, [redact(url) for url in value] if name == "base_urls" else value
+
+    @model_validator(mode="after")
+    def _one_server_list(self) -> OpenAIConfig:
+        if self.base_urls_file is not None and "base_urls" in self.model_fields_set:
+            raise ValueError("base_urls and base_urls_file are both set; keep one: base_urls_file for servers that come and go")
+        return self
 
 
 class StoreConfig(Section):
@@ -264,17 +273,27 @@ class GenerateConfig(Section):
 
 
 class SlurmConfig(Section):
-    """The Slurm jobs of the datatrove engine (`tpt run --engine datatrove --executor slurm`)."""
+    """The Slurm jobs of the datatrove engine (`tpt run --engine datatrove --executor slurm`); the defaults are
+    datatrove's Slurm executor's, but for `time`."""
 
     partition: str
     time: str = "24:00:00"  # per task
     cpus_per_task: int = Field(default=1, gt=0)
     mem_per_cpu_gb: int = Field(default=2, gt=0)
     gpus_per_task: int = Field(default=0, ge=0)  # for the stage tasks (thinking); read and finalize tasks take none
-    job_name: str = "tpt"  # prefix of the three job names: -read, -stages, -finalize
+    job_name: str = "tpt"  # prefix of the job names: -read, -stages, -finalize
     qos: str | None = None
+    account: str | None = None
+    max_array_size: int = Field(default=1001, ge=-1, le=4_000_000)  # the cluster's MaxArraySize; -1: no limit
     env_command: str | None = None  # shell line that activates tpt's environment; None: the venv running `tpt run`
-    sbatch_args: dict[str, str] = {}  # any other `#SBATCH --key=value`
+    sbatch_args: dict[str, str] = {}  # any other `#SBATCH --key=value` line ("" for a flag: {hold: ""})
+
+    @field_validator("max_array_size")
+    @classmethod
+    def _array_size(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be positive, or -1 for no limit")
+        return value
 
 
 class RayConfig(Section):

@@ -203,8 +203,9 @@ class RunProgress:
             stage.updated = max(stage.updated, beacon["updated"])
         return counts
 
-    def line(self, counts: dict[str, StageCounts]) -> str:
-        """`run: read 40% of 1.2 GB, 1,000 docs; truncate 1,000 docs, 12.0 docs/s, 40%, ETA 0:03:28; ... | run ETA 0:10:00`."""
+    def line(self, counts: dict[str, StageCounts], eta: bool = True) -> str:
+        """`run: read 40% of 1.2 GB, 1,000 docs; truncate 1,000 docs, 12.0 docs/s, 40%, ETA 0:03:28; ... | run ETA 0:10:00`;
+        without `eta` (a run that no longer runs), the counts alone."""
         read = counts.get("read", StageCounts())
         share = min(read.bytes / self.input_bytes, 1.0) if self.input_bytes else 0.0
         documents = read.docs / share if share else None  # the input's documents, estimated until it is read whole
@@ -220,15 +221,15 @@ class RunProgress:
             text = f"{name} {stage.docs:,} docs, {rate:,.1f} docs/s"
             if stage.tokens:
                 text += f", {stage.tokens / elapsed:,.0f} tokens/s"
-            eta = None
+            left = None
             if documents and rate > 0:
                 total = documents * self.per_document.get(name, 1)
-                eta = max(total - stage.docs, 0) / rate
-                text += f", {100 * min(stage.docs / total, 1):.0f}%, ETA {_duration(eta)}"
+                left = max(total - stage.docs, 0) / rate
+                text += f", {100 * min(stage.docs / total, 1):.0f}%" + (f", ETA {_duration(left)}" if eta else "")
             parts.append(text)
-            etas.append(eta)
+            etas.append(left)
         line = "run: " + "; ".join(parts)
-        if etas and all(eta is not None for eta in etas):
+        if eta and etas and all(left is not None for left in etas):
             line += f" | run ETA {_duration(max(etas))}"
         return line
 

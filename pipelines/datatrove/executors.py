@@ -8,7 +8,9 @@ drops a completion marker in its job's logging folder, so a rerun skips finished
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,10 @@ from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.executor.ray import RayPipelineExecutor  # imports ray only when a job runs
 from datatrove.pipeline.base import PipelineStep
 
+from tpt import slurm
 from tpt.config import RayConfig, SlurmConfig
 from tpt.io.storage import Folder
+from tpt.slurm import SlurmJob
 
 # Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
 # prepare, buckets and clusters run only with text deduplication (pipelines/datatrove/dedup.py).
@@ -50,25 +54,101 @@ def local_executors(jobs: list[Job], logs: Folder, workers: int, preload: tuple[
     return executors
 
 
-def slurm_executors(jobs: list[Job], logs: Folder, slurm: SlurmConfig, workers: int) -> list[SlurmPipelineExecutor]:
+class SlurmJobArray(SlurmPipelineExecutor):
+    """datatrove's Slurm executor, keeping the id of every array it submits, and no job after a failed one left waiting.
+
+    A job of more than `max_array_size` tasks is several arrays: the next job waits for all of them (datatrove's
+    dependency names only the last). Every job is submitted with `--kill-on-invalid-dep=yes`, so when a task fails
+    the jobs after it end at once, cancelled, instead of waiting forever on a dependency that can never be met.
+    """
+
+    def __init__(self, job: str, *args, **kwargs):
+        super().__init__(*args, job_id_retriever=self._keep_id, **kwargs)
+        self.job, self.submitted, self.ranks = job, [], []
+
+    def _keep_id(self, sbatch_output: str) -> str:
+        job_id = sbatch_output.split()[-1]  # "Submitted batch job 123"
+        self.submitted.append(job_id)
+        return job_id
+
+    def launch_job(self) -> None:
+        self.ranks = self.get_incomplete_ranks()  # what datatrove submits, in array order
+        super().launch_job()
+        if self.submitted:
+            self.job_id = ":".join(self.submitted)  # what the next job's afterok waits for
+
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        """datatrove's, with Slurm's log paths quoted: the output folder's path may hold spaces."""
+        args = super().get_sbatch_args(max_array)
+        return args | {key: shlex.quote(args[key]) for key in ("output", "error")}
+
+    def get_launch_file_contents(self, sbatch_args: dict, run_script: str) -> str:
+        """datatrove's script, with the pickled job's path quoted (datatrove writes it bare)."""
+        pickled = self.logging_dir.resolve_paths("executor.pik")
+        return super().get_launch_file_contents(sbatch_args, run_script.replace(f" {pickled}", f" {shlex.quote(pickled)}"))
+
+    def launch_merge_stats(self) -> None:
+        """None: the run's summary comes from its finalize job, and datatrove's merged stats would be a job more per job."""
+
+    def record(self) -> SlurmJob:
+        """What `tpt progress` and the run lock need to find this job's tasks and their logs later."""
+        return SlurmJob(self.job, list(self.submitted), list(self.ranks),
+                        self.max_array_size if self.max_array_size != -1 else max(len(self.ranks), 1),
+                        completions=self.logging_dir.resolve_paths("completions"), logs=self.logging_dir.resolve_paths("logs"),
+                        slurm_logs=self.slurm_logs_folder)
+
+
+def slurm_executors(jobs: list[Job], logs: Folder, slurm: SlurmConfig, workers: int) -> list[SlurmJobArray]:
     """One job array per job; `workers` caps the tasks running at once (-1: no cap).
 
     Slurm writes its own logs to a local path: beside the logging dir, or ./slurm_logs/ when that is a URL.
     """
-    executors: list[SlurmPipelineExecutor] = []
+    executors: list[SlurmJobArray] = []
     for job in jobs:
-        executors.append(SlurmPipelineExecutor(
-            job.steps, tasks=job.tasks, workers=workers,
+        executors.append(SlurmJobArray(
+            job.name, job.steps, tasks=job.tasks, workers=workers,
             time=slurm.time, partition=slurm.partition, qos=slurm.qos,
             cpus_per_task=slurm.cpus_per_task, mem_per_cpu_gb=slurm.mem_per_cpu_gb,
             gpus_per_task=slurm.gpus_per_task if job.name == STAGES_JOB else 0,
-            job_name=f"{slurm.job_name}-{job.name}", sbatch_args=dict(slurm.sbatch_args),
-            env_command=slurm.env_command or f"source {Path(sys.prefix) / 'bin' / 'activate'}",
+            job_name=f"{slurm.job_name}-{job.name}", max_array_size=slurm.max_array_size,
+            sbatch_args={"kill-on-invalid-dep": "yes", **({"account": slurm.account} if slurm.account else {}), **slurm.sbatch_args},
+            env_command=slurm.env_command or f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}",
             logging_dir=logs.url_of(job.name),
             slurm_logs_folder=logs.path(f"{job.name}/slurm_logs") if logs.is_local else str(Path("slurm_logs", job.name).resolve()),
             depends=executors[-1] if executors else None,
         ))
     return executors
+
+
+def submit(executors: list[SlurmJobArray]) -> list[SlurmJob]:
+    """Submit every job with unfinished tasks, each after the one before it; returns those submitted.
+
+    If a submission fails, the jobs already submitted are cancelled: a run is submitted whole or not at all.
+    """
+    try:
+        executors[-1].run()  # submits the jobs it depends on first
+    except BaseException as error:
+        slurm.cancel([job_id for executor in executors for job_id in executor.submitted])
+        if isinstance(error, subprocess.CalledProcessError):  # sbatch printed why, above
+            raise OSError(f"sbatch refused a job of the run (exit status {error.returncode}; its error is above); "
+                          "nothing was left submitted") from None
+        raise
+    return [executor.record() for executor in executors if executor.submitted]
+
+
+def describe_submission(jobs: list[SlurmJob], out: str) -> str:
+    """What `tpt run` prints once a run is submitted: the jobs, and how to follow and cancel them."""
+    ids = [job_id for job in jobs for job_id in job.ids]
+    lines = ["tpt run: submitted to Slurm; the run goes on in these jobs:"]
+    after = None
+    for job in jobs:
+        waits = f", after {after}" if after else ""
+        lines.append(f"  {job.name:<9} job {':'.join(job.ids)}: {len(job.ranks)} task(s){waits}; logs in {job.logs}/")
+        after = ":".join(job.ids)
+    lines += [f"follow: tpt progress {shlex.quote(out)}   (or: squeue --jobs={','.join(ids)})",
+              f"cancel: scancel {' '.join(ids)}",
+              f"once finished: {out}/summary.json"]
+    return "\n".join(lines)
 
 
 class RayJob(RayPipelineExecutor):
@@ -121,7 +201,7 @@ def ray_executors(jobs: list[Job], logs: Folder, ray: RayConfig, workers: int, a
     return executors
 
 
-def sbatch_scripts(executors: list[SlurmPipelineExecutor]) -> str:
+def sbatch_scripts(executors: list[SlurmJobArray]) -> str:
     """The sbatch script of each job, as `launch_job` would submit it, without submitting anything."""
     scripts = []
     for previous, executor in zip([None, *executors], executors):

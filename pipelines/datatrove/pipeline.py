@@ -56,6 +56,7 @@ class DatatroveRun:
         self.shuffle = self.work.url_of(SHUFFLE)
         self.logs = Folder(plan.config.datatrove.logging_dir or self.work.url_of("logs"))
         self.engine = {"name": "datatrove", "executor": executor, "tasks": self.tasks, "workers": workers}
+        self.lock = plan.lock()  # held until the finalize job has published (on Slurm, handed over to the jobs)
 
     def jobs(self, started: float) -> list[Job]:
         """read, stages and finalize; with text deduplication, prepare, buckets and clusters before stages."""
@@ -71,7 +72,7 @@ class DatatroveRun:
                      Job(STAGES_JOB, [ApplyDedup(plan.dedup, shuffle), *stages], tasks)]
         else:
             jobs.append(Job(STAGES_JOB, [*gather, *stages], tasks))
-        return [*jobs, Job(FINALIZE_JOB, [Finalize(plan, shuffle, started, self.engine)], 1)]
+        return [*jobs, Job(FINALIZE_JOB, [Finalize(plan, shuffle, started, self.engine, self.lock.token)], 1)]
 
     def executors(self, started: float) -> list:
         jobs = self.jobs(started)
@@ -101,7 +102,7 @@ class DatatroveRun:
 
 def run(plan: RunPlan, workers: int | None = None, executor: str | None = None, tasks: int | None = None,
         dry_run: bool = False, address: str | None = None) -> dict[str, Any] | None:
-    """Run (local) or submit (Slurm) the plan; returns the run summary, or None once Slurm jobs are submitted.
+    """Run (local, Ray) or submit (Slurm) the plan; returns the run summary, or None once Slurm jobs are submitted.
 
     With `dry_run`, print the Slurm jobs' sbatch scripts instead, submitting nothing.
     """
@@ -113,15 +114,16 @@ def run(plan: RunPlan, workers: int | None = None, executor: str | None = None, 
             raise ValueError("--dry-run renders the Slurm jobs' sbatch scripts; use it with --executor slurm")
         print(executors.sbatch_scripts(datatrove.executors(time.time())))
         return None
-    with plan.lock():  # on Slurm, while the jobs are submitted
+    with datatrove.lock as lock:
         if datatrove.start_or_resume():
             log.info("resuming the datatrove run in %s: tasks with a completion marker are skipped", plan.layout.url)
-        *_, last = datatrove.executors(time.time())
+        every = datatrove.executors(time.time())
         progress = plan.progress()
-        if executor == "slurm":
+        if executor == "slurm" and every[-1].get_incomplete_ranks():  # else finished already: nothing to submit
             progress.start()  # for `tpt progress OUT`, from the tasks' beacons
-            last.run()  # submits the jobs it depends on first
+            lock.hand_over(jobs := executors.submit(every))  # the finalize job releases it
+            print(executors.describe_submission(jobs, plan.layout.url))
             return None
         with worker_failures(), progress:
-            last.run()  # runs the jobs it depends on first
+            every[-1].run()  # runs the jobs it depends on first
     return plan.layout.read_json(plan.layout.summary)

@@ -1,7 +1,11 @@
-"""Show the run-wide progress line of a run writing to OUT, from its workers' counts.
+"""Where the run writing OUT stands: running (with its progress line), finished, failed or dead.
 
-`tpt run` logs this line itself; this command is for runs no driver follows,
-such as datatrove's Slurm jobs: tpt progress /shared/runs/run1
+    tpt progress /shared/runs/run1
+
+`tpt run` logs the progress line itself; this command is for runs no driver
+follows (datatrove's Slurm jobs) and for any run after the fact. A Slurm run
+shows each job's tasks as Slurm reports them; a failed one names each failed
+task and its logs. Exit status: 0 running or finished, 1 failed or dead.
 """
 
 from __future__ import annotations
@@ -15,11 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from tpt.io.output import OutputLayout
-    from tpt.progress import BEACONS, PLAN, RunProgress
+    from tpt.run.status import FAILED, DEAD, run_status
 
-    layout = OutputLayout(args.output)
-    if not layout.exists(f"{BEACONS}/{PLAN}"):
-        raise FileNotFoundError(f"{args.output}: no run in progress there (a finished run has {layout.summary})")
-    progress = RunProgress.of_run(layout.url_of(BEACONS))
-    print(progress.line(progress.counts()))
-    return 0
+    status = run_status(OutputLayout(args.output))
+    if status is None:
+        raise FileNotFoundError(f"{args.output}: no tpt run has written there")
+    print(status.render())
+    return 1 if status.state in (FAILED, DEAD) else 0

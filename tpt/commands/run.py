@@ -41,19 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from tpt.config import load_config
-    from tpt.io.output import OutputLayout
     from tpt.run import execute
 
     config = load_config(args.config, args.overrides).with_output_dir(args.output)
     summary = execute(config, args.engine, check=not args.dry_run,  # a dry run writes nothing and needs no server yet
                       workers=args.workers, runner=args.runner, beam_args=args.engine_args, executor=args.executor,
                       tasks=args.tasks, dry_run=args.dry_run, address=args.address)
-    if summary is not None:
+    if summary is not None:  # None: a dry run, or jobs submitted to a scheduler (the engine said which)
         print(render_summary(summary))
-    elif not args.dry_run:
-        layout = OutputLayout(config.output.dir)
-        print(f"tpt run: jobs submitted; follow them with `tpt progress {layout.url}`; "
-              f"the summary will be at {layout.url_of(layout.summary)}")
     return 0
 
 

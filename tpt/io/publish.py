@@ -13,17 +13,12 @@ copied into place and then removed from staging. A reader that opens the
 folder during the swap itself (milliseconds on a disk) may find an output
 missing, never one of another run's files in a finished run's place.
 
-`RunLock` keeps two runs from writing into one folder at once.
+`tpt.io.lock.RunLock` keeps two runs from writing into one folder at once.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import threading
-import time
-from datetime import datetime
 
 from tpt.io.output import OutputLayout
 
@@ -31,7 +26,6 @@ STAGING = ".staging"
 PREVIOUS = ".previous"
 PUBLISHING = ".publishing"  # a publish is under way
 UNPUBLISHED = ".unpublished"  # in OUT/.staging/: a run whose outputs are not published yet (datatrove's finalize task)
-LOCK = ".lock"
 OUTPUTS = (OutputLayout.mds, OutputLayout.rejects, OutputLayout.manifest, OutputLayout.streams, OutputLayout.summary)  # summary last
 
 
@@ -74,63 +68,3 @@ def _swap(layout: OutputLayout) -> None:
             staging.copy(name, layout.path(name))
             staging.remove(name)
     layout.remove(PREVIOUS, STAGING, PUBLISHING)
-
-
-class RunLock:
-    """OUT/.lock: who is writing this folder (host, pid, start time), refreshed while the run lasts.
-
-    A second run into the folder is refused with the first one's details. A lock whose process is gone
-    (same host), or that was not refreshed for `stale_after` seconds (a run killed on another host), is
-    stale, and the next run takes it over.
-    """
-
-    def __init__(self, layout: OutputLayout, refresh_every: float = 30.0, stale_after: float = 300.0):
-        self.layout, self.refresh_every, self.stale_after = layout, refresh_every, stale_after
-        self.mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        self._stop = threading.Event()
-
-    def __enter__(self) -> RunLock:
-        holder = self._holder()
-        if holder is not None and not self._stale(holder):
-            started = datetime.fromtimestamp(holder["started"]).isoformat(sep=" ", timespec="seconds")
-            raise FileExistsError(f"{self.layout.url} is being written by another run (host {holder['host']}, pid {holder['pid']}, "
-                               f"started {started}); wait for it, or remove {self.layout.url_of(LOCK)} if that run is gone")
-        self._write()
-        self._thread = threading.Thread(target=self._refresh, name="tpt-lock", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        holder = self._holder()
-        if holder is not None and all(holder.get(key) == value for key, value in self.mine.items()):
-            self.layout.remove(LOCK)
-
-    def _holder(self) -> dict | None:
-        try:
-            return self.layout.read_json(LOCK)
-        except (FileNotFoundError, ValueError):  # none, or cut short by a kill
-            return None
-
-    def _stale(self, holder: dict) -> bool:
-        if time.time() - holder.get("refreshed", 0) > self.stale_after:
-            return True
-        return holder["host"] == socket.gethostname() and not _alive(holder["pid"])
-
-    def _write(self) -> None:
-        self.layout.write_text(LOCK, json.dumps(self.mine | {"refreshed": time.time()}))
-
-    def _refresh(self) -> None:
-        while not self._stop.wait(self.refresh_every):
-            self._write()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True

@@ -18,8 +18,9 @@ from typing import Any
 from tpt.config import PipelineConfig
 from tpt.dedup import Deduplication
 from tpt.io.output import OutputLayout, write_part, write_rejects
+from tpt.io.lock import RunLock
 from tpt.io.owned import check_owned, mark
-from tpt.io.publish import STAGING, RunLock, recover, staged
+from tpt.io.publish import STAGING, recover, staged
 from tpt.io.read import list_inputs
 from tpt.progress import BEACONS, RunProgress, track_run
 from tpt.run.failures import writing

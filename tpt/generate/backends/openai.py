@@ -1,7 +1,8 @@
 """An asyncio client for any OpenAI-compatible server (vllm serve, SGLang, TGI, transformers serve, llama.cpp).
 
 At most `max_in_flight` requests at once per process, each sent to the server
-of `base_urls` with the fewest outstanding (tpt.generate.routing); each has a
+of `base_urls` (or of `base_urls_file`, followed while the run goes on) with
+the fewest outstanding (tpt.generate.routing); each has a
 timeout and is retried, on the least busy working server, with exponential
 backoff and full jitter on 5xx, timeouts and dropped connections, and after
 the wait a 429's Retry-After asks for. Other HTTP errors (an unknown
@@ -33,8 +34,8 @@ import aiohttp
 
 from tpt.config import GenerateConfig
 from tpt.generate.answers import answer_bytes, sanitise, token_count
-from tpt.generate.routing import Router
 from tpt.generate.backend import Backend
+from tpt.generate.routing import NoServer, Router, ServersFile
 from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
 from tpt.progress import log as progress_log  # a worker's progress lines reach stderr on every engine
 from tpt.redact import redact
@@ -74,15 +75,20 @@ class OpenAIBackend(Backend):
         return teacher_tokenizer.parent
 
     def devices(self, workers: int) -> int:
-        """One accelerator per server (a server of several GPUs counts as one)."""
+        """One accelerator per server (a server of several GPUs counts as one); with a servers file, those listed now."""
+        if self.config.openai.base_urls_file:
+            return max(len(ServersFile(self.config.openai.base_urls_file).read()), 1)
         return len(self.config.openai.base_urls)
 
     def setup(self) -> None:
         """Start the event loop, open the session, and check every server answers and serves the model."""
         if self._loop is not None:
             return
-        self.router = Router(self.config.openai.base_urls)
+        file = self.config.openai.base_urls_file
+        self.servers_file = ServersFile(file) if file else None
+        self.router = Router(self.servers_file.read() if file else self.config.openai.base_urls)
         self._session: aiohttp.ClientSession | None = None
+        self._follow: asyncio.Future | None = None  # the task following the servers file
         self._logged_at = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tpt-openai", daemon=True)
@@ -106,6 +112,8 @@ class OpenAIBackend(Backend):
         """Close the session and stop the loop's thread (requests still in flight are abandoned)."""
         if self._loop is None:
             return
+        if self._follow is not None:
+            self._loop.call_soon_threadsafe(self._follow.cancel)
         if self._session is not None:
             self._call(self._session.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -127,6 +135,8 @@ class OpenAIBackend(Backend):
             connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
         )
         await self._preflight()
+        if self.servers_file is not None:
+            self._follow = asyncio.ensure_future(self.servers_file.follow(self.router))
 
     async def _preflight(self) -> None:
         """Fail at once, naming the URL, when a server is unreachable, answers no model list, or does not serve `model`."""
@@ -138,6 +148,10 @@ class OpenAIBackend(Backend):
                         continue  # some servers (transformers serve) have no usable model list
                     answer, _ = await read_at_most(response.content, MODELS_BYTES)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                if self.servers_file is not None:  # servers come and go: a listed one that is gone is set aside
+                    progress_log.warning("openai: %s, listed in %s, does not answer (%s: %s)", shown,
+                                         self.servers_file.location, type(error).__name__, redact(str(error)))
+                    continue
                 raise ConnectionError(f"generate.openai.base_urls: no OpenAI-compatible server answers at {shown} "
                                       f"({type(error).__name__}: {redact(str(error))})") from None
             served = served_models(answer)
@@ -170,9 +184,14 @@ class OpenAIBackend(Backend):
     async def _with_retries(self, request: Request) -> Completion:
         endpoint = "chat/completions" if request.messages is not None else "completions"
         body = request_body(self.config, request)
-        failed_at = []
+        failed_at, tried = [], []  # the servers this request failed at: as shown, and as the router knows them
         for attempt in itertools.count():
-            server = self.router.pick()
+            try:  # a server that failed this request before only if no other is usable: its retries go elsewhere
+                server = await self.router.next(avoid=tried, wait=self.config.openai.timeout)
+            except NoServer as error:  # servers that come and go, and none came
+                completion = failed(request, f"generate.openai.base_urls_file {self.config.openai.base_urls_file}: {error}", attempt)
+                completion.failed_at = failed_at
+                return completion
             shown = redact(server.url)
             try:
                 completion = await self._post(f"{server.url}/{endpoint}", f"{shown}/{endpoint}", body, request)
@@ -182,6 +201,7 @@ class OpenAIBackend(Backend):
             except RetryableError as error:
                 self.router.failed(server)
                 failed_at.append(shown)
+                tried.append(server.url)
                 if attempt < self.config.openai.retries:
                     self.retried += 1
                     await asyncio.sleep(error.retry_after if error.retry_after is not None else backoff(attempt))
