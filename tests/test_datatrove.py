@@ -40,7 +40,9 @@ def outputs(out) -> dict:
         "rejects": sorted(read_rejects(layout), key=lambda r: json.dumps(r, sort_keys=True)),
         "streams": {name: {k: v for k, v in s.items() if k not in ("local", "remote")} for name, s in streams.items()},
         "summary": {k: v for k, v in summary.items() if k not in RUN_DEPENDENT} | {  # a stage's own report may time it
-            "stages": {name: {"rejected": stage.get("rejected", {})} for name, stage in summary["stages"].items()}},
+            "stages": {name: {"rejected": stage.get("rejected", {})} for name, stage in summary["stages"].items()},
+            "config": {**{k: v for k, v in summary["config"].items() if k != "datatrove"},  # the run's folder and engine aside
+                       "output": {k: v for k, v in summary["config"]["output"].items() if k != "dir"}}},
         "parts": layout.glob(f"{layout.mds}/*/part-*"),
     }
 

@@ -102,7 +102,7 @@ def local_and_slurm(slurm_cluster, local_datatrove_run, teacher, tmp_path_factor
 
 def test_a_run_on_slurm_writes_what_a_local_run_writes_using_both_nodes(local_and_slurm, capsys):
     local, out, _, jobs, summary, asked = local_and_slurm
-    assert list(jobs) == ["read", "stages", "finalize"]
+    assert list(jobs) == ["read", "prepare", "buckets", "clusters", "stages", "finalize"]  # deduplication's three too
     theirs, ours = outputs(local.output.dir), outputs(out)
     assert len(ours["samples"]) == summary["totals"]["written"] > 0 and ours["rejects"]  # thinking and bad input to compare
     assert summary["stages"]["think"]["requests_generated"] == asked == summary["totals"]["written"]  # once each
@@ -121,7 +121,7 @@ def test_a_rerun_of_a_finished_run_submits_nothing(local_and_slurm, teacher, cap
     _, out, config, _, first, _ = local_and_slurm
     files = [*out.glob(f"{OutputLayout.mds}/*/part-*/*.mds*"), *out.glob(".datatrove/logs/*/*/*")]
     before, asked, queued = {p: p.stat().st_mtime_ns for p in files}, teacher.stats()["requests"], slurm_jobs()
-    assert len([p for p in before if p.parent.name == "completions"]) == 2 * TASKS + 1  # every task of the three jobs
+    assert len([p for p in before if p.parent.name == "completions"]) == 4 * TASKS + 2  # every task of the six jobs
     assert cli(["run", str(config), "--output", str(out), "--engine", "datatrove", "--executor", "slurm", "--tasks", str(TASKS)]) == 0
     shown = capsys.readouterr().out
     assert "submitted" not in shown and shown.startswith("tpt run finished in ")  # the finished run's summary
@@ -143,6 +143,7 @@ def thinking_config(folder: Path, url: str, in_flight: int, **slurm) -> Path:
     path = folder / "config.yaml"
     path.write_text(
         "sources: [{name: web, path: docs.jsonl}]\ntruncate: {max_doc_tokens: 64}\noutput: {parts: 2}\n"
+        "dedup: {exact: false, near: false}\n"  # the stages job is what these tests kill: no deduplication jobs before it
         f"generate: {{backend: openai, model: teacher, base_urls: [{url}], chat: true, max_new_tokens: 1000, "
         f"max_in_flight: {in_flight}, flush_every_docs: 1}}\n"
         f"datatrove: {{slurm: {json.dumps({**SLURM, **slurm})}}}\n")
@@ -240,7 +241,7 @@ def test_a_task_that_fails_late_fails_the_run_visibly_and_a_rerun_takes_its_lock
     write_jsonl(tmp_path / "b.jsonl", [{"id": f"b{i}", "text": f"Document b{i}."} for i in range(5)])
     config = tmp_path / "config.yaml"
     out = tmp_path / "out"
-    common = "sources: [{name: web, path: '*.jsonl'}]\noutput: {parts: 2}\n"
+    common = "sources: [{name: web, path: '*.jsonl'}]\noutput: {parts: 2}\ndedup: {exact: false, near: false}\n"
     held = {**SLURM, "max_array_size": 1, "sbatch_args": {"hold": ""}}
     config.write_text(common + f"datatrove: {{slurm: {json.dumps(held)}}}\n")
     jobs = submit(config, out)
