@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare  # noqa: E402
 from benchmarks.corpus import write_corpus  # noqa: E402
 from tpt.config import PipelineConfig  # noqa: E402
-from tpt.run.engines import ENGINES  # noqa: E402
+from tpt.run.registry import ENGINES  # noqa: E402
 
 WORKERS = 2
 ONE_CORE, BOTH_CORES = "bare primitives, 1 core", "bare primitives, 2 cores at once"

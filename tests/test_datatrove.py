@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tpt.pipelines.datatrove import pipeline as datatrove
+from tpt.engines.datatrove import pipeline as datatrove
 from tests.conftest import ROOT, write_jsonl
 from tests.test_pipeline_beam import read_shards
 from tpt.cli import main as cli

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpt.pipelines.datatrove.pipeline import WORK
+from tpt.engines.datatrove.pipeline import WORK
 from tpt.run import execute
 from tests.conftest import DEMO_CONFIG, ROOT
 from tests.test_datatrove import outputs
@@ -26,10 +26,10 @@ KILLED_RUN = """
 import sys
 from tpt.config import load_config
 from tpt.run import execute, plan
-from tpt.stages.base import Stage
+from tpt.stages.base import BatchStage
 
-class HangOnDocument(Stage):  # fault injection only: holds its task open until the test kills the run
-    name, adds, batch_size = "hang", (), 1
+class HangOnDocument(BatchStage):  # fault injection only: holds its task open until the test kills the run
+    name, batch_size = "hang", 1
     def __init__(self, doc_id): self.doc_id = doc_id
     def process(self, batch):
         if batch[0].id == self.doc_id:

@@ -13,11 +13,11 @@ import pytest
 import setuptools
 
 from tests.conftest import ROOT
-from tpt.run.engines import ENGINES
+from tpt.run.registry import ENGINES
 
 # Where each top-level folder installs, and the layer of each package (a module may import its own layer or lower).
-INSTALLED_AS = {"tpt": "tpt", "pipelines": "tpt.pipelines", "analysis": "tpt.analysis"}
-LAYERS = {"tpt.run": 1, "tpt.pipelines": 2, "tpt.commands": 3, "tpt.analysis.commands": 3, "tpt.cli": 3,
+INSTALLED_AS = {"tpt": "tpt", "engines": "tpt.engines", "analysis": "tpt.analysis"}
+LAYERS = {"tpt.run": 1, "tpt.engines": 2, "tpt.commands": 3, "tpt.analysis.commands": 3, "tpt.cli": 3,
           "tpt.train.__main__": 3}  # `python -m tpt.train`: the command Composer's launcher starts
 
 
@@ -49,7 +49,7 @@ def imports(path: Path) -> set[str]:
 
 def test_every_module_imports_the_project_as_tpt():
     stray = {f"{module} imports {name}" for module, path in modules().items() for name in imports(path)
-             if name.split(".")[0] in ("pipelines", "analysis")}
+             if name.split(".")[0] in ("engines", "analysis")}
     assert not stray
 
 
@@ -67,21 +67,21 @@ def test_the_wheel_installs_only_the_tpt_import_name(monkeypatch):
         exec(compile((ROOT / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
     packages = setup.call_args.kwargs["packages"]
     assert {p.split(".")[0] for p in packages} == {"tpt"}
-    assert {"tpt.run", "tpt.pipelines.beam", "tpt.pipelines.datatrove", "tpt.analysis.commands"} <= set(packages)
+    assert {"tpt.run", "tpt.engines.beam", "tpt.engines.datatrove", "tpt.analysis.commands"} <= set(packages)
 
 
 def test_only_an_engine_imports_what_it_runs_on():
     """So each engine can be an extra: the core, the run plan and the commands run without any of them."""
     packages = {engine.package for engine in ENGINES.values()}
     leaks = {f"{module} imports {name}" for module, path in modules().items() for name in imports(path)
-             if name.split(".")[0] in packages and not module.startswith("tpt.pipelines")}
+             if name.split(".")[0] in packages and not module.startswith("tpt.engines")}
     assert not leaks
 
 
 def test_an_engine_whose_extra_is_missing_is_refused_naming_the_extra(monkeypatch):
     beam = ENGINES["beam"]
     monkeypatch.setitem(sys.modules, beam.package, None)  # fault injection: the engine's package not installed
-    monkeypatch.delitem(sys.modules, beam.adapter, raising=False)
+    monkeypatch.delitem(sys.modules, beam.module, raising=False)
     with pytest.raises(ValueError, match=r"--engine beam runs on apache_beam, which is not installed: pip install 'tpt\[beam\]'"):
         beam.load()
 
@@ -89,7 +89,7 @@ def test_an_engine_whose_extra_is_missing_is_refused_naming_the_extra(monkeypatc
 def test_a_run_without_a_teacher_never_imports_torch():
     """Every worker process of a run imports the plan: torch (seconds per process) only where a stage needs it."""
     code = ("import sys; from tests.conftest import DEMO_CONFIG; from tpt.config import load_config; "
-            "from tpt.run.plan import RunPlan; import tpt.pipelines.beam.pipeline, tpt.pipelines.datatrove.pipeline; "
+            "from tpt.run.plan import RunPlan; import tpt.engines.beam.pipeline, tpt.engines.datatrove.pipeline; "
             "plan = RunPlan.build(load_config(DEMO_CONFIG).model_copy(update={'generate': None}), check=False); "
             "[stage.setup() for stage in plan.stages]; print(sorted({'torch', 'transformers', 'streaming'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -202,7 +202,7 @@ def test_a_beam_worker_freezes_what_it_has_loaded_and_a_caller_is_left_alone(mon
     import importlib.machinery
     import types
 
-    from tpt.pipelines.beam.transforms import BEAM_WORKER, freeze_in_worker
+    from tpt.engines.beam.transforms import BEAM_WORKER, freeze_in_worker
 
     gc.unfreeze()
     freeze_in_worker()

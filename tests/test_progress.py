@@ -102,7 +102,7 @@ def test_tpt_progress_tells_a_running_run_from_a_killed_a_failed_and_a_finished_
 READ_TASK_THEN_EXIT = """
 import os, sys
 from tpt.config import SourceConfig
-from tpt.pipelines.datatrove.read import ReadSources
+from tpt.engines.datatrove.read import ReadSources
 step = ReadSources([("a", sys.argv[1])], [SourceConfig(name="a", path=sys.argv[1])], 2**20, sys.argv[2])
 documents = sum(1 for _ in step.run(rank=0, world_size=1))
 print(documents, flush=True)

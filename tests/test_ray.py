@@ -206,7 +206,7 @@ def test_ray_jobs_reserve_the_config_resources_and_import_ray_only_when_they_run
     script = f"""
 import sys
 from tpt.config import load_config
-from tpt.pipelines.datatrove.pipeline import DatatroveRun
+from tpt.engines.datatrove.pipeline import DatatroveRun
 from tpt.run.plan import RunPlan
 
 plan = RunPlan.build(load_config({str(tmp_path / "config.yaml")!r}).with_output_dir({str(tmp_path / "out")!r}))
@@ -227,7 +227,7 @@ def test_a_task_that_fails_on_ray_fails_the_run_naming_its_job(cluster, tmp_path
     """A classifier model gone between planning (the driver loads it) and the stage tasks (each loads its own): the
     tasks fail at set-up. datatrove's Ray executor would only log that, and the finalize job would wait for them
     forever; the run raises at once, naming the job and its logs, and publishes nothing."""
-    from tpt.pipelines.datatrove import pipeline
+    from tpt.engines.datatrove import pipeline
     from tpt.run.plan import RunPlan
 
     models = tmp_path / "models"

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tpt.cli import main as tpt
-from tpt.run.engines import LOCAL_WORKERS
+from tpt.run.registry import LOCAL_WORKERS
 
 
 @pytest.fixture

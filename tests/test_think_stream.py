@@ -52,7 +52,7 @@ def test_a_beam_bundle_retried_after_a_failure_regenerates_nothing(fault_server,
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.util import assert_that, equal_to
 
-    from tpt.pipelines.beam.transforms import ApplyStage
+    from tpt.engines.beam.transforms import ApplyStage
 
     server = fault_server(delay=0.05)
     stage = Think(fault_config(server.url, chat=True, max_in_flight=4), "embedded", str(tmp_path))

@@ -132,7 +132,7 @@ def test_dataflow_options_pass_through_and_the_job_graph_serializes(demo_config,
     import apache_beam as beam
     from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, SetupOptions, StandardOptions
 
-    from tpt.pipelines.beam.pipeline import build, pipeline_options
+    from tpt.engines.beam.pipeline import build, pipeline_options
     from tpt.run.plan import RunPlan
 
     args = ["--project", "p", "--region", "us-central1", "--temp_location", f"{gcs_bucket}/tmp", "--setup_file", "./setup.py"]

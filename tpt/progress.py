@@ -31,25 +31,29 @@ from tpt.io.storage import Folder
 if TYPE_CHECKING:
     from tpt.config import PipelineConfig
 
-log = logging.getLogger("tpt.progress")
-# Progress lines go straight to stderr, in the driver and in every worker process alike,
-# whatever logging an engine sets up in its workers (Beam's forwards and filters theirs).
-if not log.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(_handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+log = logging.getLogger("tpt.progress")  # and its children, e.g. tpt.progress.openai: a backend's own progress lines
 
 BEACONS = ".progress"  # OUT/.progress/: one small JSON file per worker counter, and the run's plan
 PLAN = "plan.json"
 BEACON_SECONDS = 15.0  # how often a worker rewrites a changed beacon: few writes, even on an object store
 
 
+def progress_to_stderr() -> None:
+    """Progress lines straight to stderr, in the driver and in every worker process alike, whatever logging an engine
+    sets up in its workers (Beam's forwards and filters theirs): set up by a process's first counter, once."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 class Progress:
     """Counts work and logs a line at most every `interval` seconds; with `beacons`, also writes its counts there."""
 
     def __init__(self, name: str, total: int | None = None, interval: float = 5.0, beacons: str | None = None):
+        progress_to_stderr()
         self.name = name
         self.total = total
         self.interval = interval
@@ -110,6 +114,7 @@ class _BeaconWriter:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._at_exit = False
 
     def mark(self, progress: Progress) -> None:
         with self._lock:
@@ -117,6 +122,9 @@ class _BeaconWriter:
             if self._thread is None or not self._thread.is_alive():  # none yet, or this is a forked child
                 self._thread = threading.Thread(target=self._run, name="tpt-beacons", daemon=True)
                 self._thread.start()
+            if not self._at_exit:  # the last counts, when the process ends between two rounds
+                atexit.register(self.flush)
+                self._at_exit = True
 
     def _run(self) -> None:
         while True:
@@ -132,8 +140,7 @@ class _BeaconWriter:
                 progress.write_beacon()
 
 
-_BEACON_WRITER = _BeaconWriter()
-atexit.register(_BEACON_WRITER.flush)
+_BEACON_WRITER = _BeaconWriter()  # its thread and exit hook start with the first counter that writes beacons
 
 
 @dataclass
@@ -150,6 +157,7 @@ class RunProgress:
 
     def __init__(self, beacons: str, stages: list[str], input_bytes: int, per_document: dict[str, int] | None = None,
                  interval: float = BEACON_SECONDS):
+        progress_to_stderr()
         self.folder = Folder(beacons)
         self.stages = stages  # in pipeline order, "read" first
         self.input_bytes = input_bytes

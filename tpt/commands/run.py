@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpt.run.engines import ENGINES
+from tpt.run.registry import ENGINES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
-"""A run of the pipeline: planned once from its config (tpt.run.plan), carried out by an engine (tpt.run.engines).
+"""A run of the pipeline: planned once from its config (tpt.run.plan), carried out by an engine (tpt.run.registry).
 
-    core (schema, config, io, stages) -> run -> engines (tpt.pipelines.*) -> commands
+    core (schema, config, io, stages) -> run -> engines (tpt.engines.*) -> commands
 
 Importing this package is cheap: the plan and the engines load when used.
 """
@@ -15,7 +15,7 @@ def execute(config, engine: str = "beam", check: bool = True, **options: Any) ->
 
     The options are checked first, then the plan (`check`: its stages too, see RunPlan.build).
     """
-    from tpt.run.engines import engine as find
+    from tpt.run.registry import engine as find
     from tpt.run.plan import RunPlan
 
     chosen = find(engine)

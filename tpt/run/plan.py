@@ -1,12 +1,12 @@
 """What a run is, whatever engine runs it: built once from the config, before any output is touched.
 
-An engine adapter maps the plan onto its runner: it reads `files`, keeps one
+An engine maps the plan onto its runner: it reads `files`, keeps one
 record per id, sends each record through `before_dedup` (truncate), then `dedup`
 (tpt.dedup: its four steps, with the engine's shuffles between them), then
 `after_dedup` (classify, think; each stage by its streaming lifecycle,
 tpt.stages.base), writes parts with `write_part` / `write_rejects`, and ends
 with `finalize`. Adding a stage touches no engine; adding an engine is one
-adapter module.
+module of tpt.engines.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -37,9 +38,9 @@ from tpt.generate.answers import answer_bytes, sanitise, token_count
 from tpt.generate.backend import Backend
 from tpt.generate.routing import NoServer, Router, ServersFile
 from tpt.generate.types import Completion, OnDone, Request, failed, request_seed
-from tpt.progress import log as progress_log  # a worker's progress lines reach stderr on every engine
 from tpt.redact import redact
 
+log = logging.getLogger("tpt.progress.openai")  # progress lines: to stderr in every worker, as the stage's (tpt.progress)
 BACKOFF_SECONDS = 0.5  # the first retry waits up to this; each later one doubles it
 BACKOFF_CAP_SECONDS = 30.0
 PREFLIGHT_TIMEOUT = 30.0
@@ -149,7 +150,7 @@ class OpenAIBackend(Backend):
                     answer, _ = await read_at_most(response.content, MODELS_BYTES)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
                 if self.servers_file is not None:  # servers come and go: a listed one that is gone is set aside
-                    progress_log.warning("openai: %s, listed in %s, does not answer (%s: %s)", shown,
+                    log.warning("openai: %s, listed in %s, does not answer (%s: %s)", shown,
                                          self.servers_file.location, type(error).__name__, redact(str(error)))
                     continue
                 raise ConnectionError(f"generate.openai.base_urls: no OpenAI-compatible server answers at {shown} "
@@ -172,13 +173,13 @@ class OpenAIBackend(Backend):
             try:
                 completion = await self._with_retries(request)
             except Exception as error:  # a bug, but the caller waits for every request: it fails with the reason
-                progress_log.error("openai: request %s failed unexpectedly\n%s", request.id, redact(traceback.format_exc()))
+                log.error("openai: request %s failed unexpectedly\n%s", request.id, redact(traceback.format_exc()))
                 completion = failed(request, redact(f"openai: unexpected {type(error).__name__}: {error}"))
         self.failed += completion.finish_reason == "error"
         on_done(completion)
         if time.monotonic() - self._logged_at >= LOG_INTERVAL:
             self._logged_at = time.monotonic()
-            progress_log.info("openai: %d in flight, %d retries, %d failed | %s",
+            log.info("openai: %d in flight, %d retries, %d failed | %s",
                               len(self._tasks), self.retried, self.failed, redact(self.router.line()))
 
     async def _with_retries(self, request: Request) -> Completion:

@@ -15,16 +15,16 @@ from typing import Any
 
 from tpt.io.publish import UNPUBLISHED
 from tpt.io.storage import Folder
-from tpt.pipelines.datatrove import executors
-from tpt.pipelines.datatrove.dedup import ApplyDedup, Cluster, Sign, VerifyBuckets
-from tpt.pipelines.datatrove.executors import BUCKETS_JOB, CLUSTERS_JOB, FINALIZE_JOB, JOBS, PREPARE_JOB, READ_JOB, STAGES_JOB, Job
-from tpt.pipelines.datatrove.finalize import Finalize
-from tpt.pipelines.datatrove.read import ReadSources
-from tpt.pipelines.datatrove.shuffle import GatherById, ScatterById
-from tpt.pipelines.datatrove.stage import ApplyStage
-from tpt.pipelines.datatrove.write import WriteParts
+from tpt.engines.datatrove import executors
+from tpt.engines.datatrove.dedup import ApplyDedup, Cluster, Sign, VerifyBuckets
+from tpt.engines.datatrove.executors import BUCKETS_JOB, CLUSTERS_JOB, FINALIZE_JOB, JOBS, PREPARE_JOB, READ_JOB, STAGES_JOB, Job
+from tpt.engines.datatrove.finalize import Finalize
+from tpt.engines.datatrove.read import ReadSources
+from tpt.engines.datatrove.shuffle import GatherById, ScatterById
+from tpt.engines.datatrove.stage import ApplyStage
+from tpt.engines.datatrove.write import WriteParts
 from tpt.redact import redact
-from tpt.run.engines import LOCAL_WORKERS
+from tpt.run.registry import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
 

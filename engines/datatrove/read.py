@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.pipelines.datatrove.documents import to_document
+from tpt.engines.datatrove.documents import to_document
 from tpt.config import SourceConfig
 from tpt.io.read import read_file
 from tpt.progress import Progress

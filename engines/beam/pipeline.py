@@ -14,8 +14,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from tpt.pipelines.beam.transforms import REJECTS, ApplyStage, Deduplicate, KeepOnePerId, ReadFiles, WriteParts
-from tpt.run.engines import LOCAL_WORKERS
+from tpt.engines.beam.transforms import REJECTS, ApplyStage, Deduplicate, KeepOnePerId, ReadFiles, WriteParts
+from tpt.run.registry import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
 

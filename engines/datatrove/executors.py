@@ -26,7 +26,7 @@ from tpt.io.storage import Folder
 from tpt.slurm import SlurmJob
 
 # Each job's name is also its logging folder's; only the stages job's tasks take GPUs (the think stage).
-# prepare, buckets and clusters run only with text deduplication (pipelines/datatrove/dedup.py).
+# prepare, buckets and clusters run only with text deduplication (engines/datatrove/dedup.py).
 JOBS = READ_JOB, PREPARE_JOB, BUCKETS_JOB, CLUSTERS_JOB, STAGES_JOB, FINALIZE_JOB = (
     "read", "prepare", "buckets", "clusters", "stages", "finalize")
 
@@ -44,7 +44,7 @@ def local_executors(jobs: list[Job], logs: Folder, workers: int, preload: tuple[
     Forking the driver itself is unsafe once it runs threads (a worker can inherit a held
     lock and hang); a plain fork server would re-import torch in every worker of every job.
     """
-    multiprocess.get_context("forkserver").set_forkserver_preload(["tpt.pipelines.datatrove.pipeline", *preload])
+    multiprocess.get_context("forkserver").set_forkserver_preload(["tpt.engines.datatrove.pipeline", *preload])
     executors: list[LocalPipelineExecutor] = []
     for job in jobs:
         executors.append(LocalPipelineExecutor(

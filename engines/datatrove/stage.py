@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.pipelines.datatrove.documents import from_document, is_reject, to_document
+from tpt.engines.datatrove.documents import from_document, is_reject, to_document
 from tpt.progress import Progress
 from tpt.schema import Reject
 from tpt.stages.base import Stage

@@ -90,13 +90,13 @@ class _SharedStages:
     """Set-up stages by tag, each with the number of DoFn instances in this process that use it.
 
     Beam drops a DoFn whose bundle failed without tearing it down, so whatever is still set up when the
-    process exits is closed then (a store flushed, a session closed).
+    process exits is closed then (a store flushed, a session closed): the exit hook comes with the first stage.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._stages: dict[str, list] = {}
-        atexit.register(self.close_all)
+        self._at_exit = False
 
     def close_all(self) -> None:
         with self._lock:
@@ -110,6 +110,9 @@ class _SharedStages:
                 stage.setup()
                 freeze_in_worker()
                 self._stages[tag] = [stage, 0]
+                if not self._at_exit:
+                    atexit.register(self.close_all)
+                    self._at_exit = True
             self._stages[tag][1] += 1
             return self._stages[tag][0]
 

@@ -1,6 +1,6 @@
 """The engines a run plan can run on, found by name.
 
-An engine is one adapter module with `run(plan, **options) -> summary | None`
+An engine is one module of tpt.engines with `run(plan, **options) -> summary | None`
 (None once jobs are submitted to a scheduler). Each names the `tpt run`
 options it takes; the module is imported only when the engine is chosen.
 """
@@ -20,13 +20,13 @@ COUNTS = ("workers", "tasks")  # options that count processes or tasks; 0 means 
 @dataclass(frozen=True)
 class Engine:
     name: str
-    adapter: str  # the module with `run(plan, **options)`
+    module: str  # the module with `run(plan, **options)`
     options: tuple[str, ...]  # the `tpt run` options it takes, besides --workers
     package: str  # what the engine runs on, installed by the extra `tpt[<name>]`
 
     def load(self) -> ModuleType:
         try:
-            return importlib.import_module(self.adapter)
+            return importlib.import_module(self.module)
         except ModuleNotFoundError as error:
             if error.name != self.package:
                 raise
@@ -47,8 +47,8 @@ class Engine:
 
 
 ENGINES = {engine.name: engine for engine in (
-    Engine("beam", "tpt.pipelines.beam.pipeline", ("runner", "beam_args"), package="apache_beam"),
-    Engine("datatrove", "tpt.pipelines.datatrove.pipeline", ("executor", "tasks", "dry_run", "address"), package="datatrove"),
+    Engine("beam", "tpt.engines.beam.pipeline", ("runner", "beam_args"), package="apache_beam"),
+    Engine("datatrove", "tpt.engines.datatrove.pipeline", ("executor", "tasks", "dry_run", "address"), package="datatrove"),
 )}
 
 

@@ -34,7 +34,7 @@ from tpt.dedup import EXACT, Deduplication, Duplicate, Edge, Member, decide
 from tpt.io.jsonlines import JsonLinesStore, Location
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
-from tpt.pipelines.datatrove.documents import dumps, from_document, is_reject, to_document
+from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
 from tpt.progress import Progress
 from tpt.run.failures import writing
 
