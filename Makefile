@@ -28,7 +28,7 @@ test: assets
 	$(BIN)/python -m pytest -q
 
 bench: assets
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,6 +1,6 @@
 """Documents/s per core of the classify stage against bare fastText `predict` on the same ~2k-token texts.
 
-    python benchmarks/bench_classify.py [--documents 2000]
+    python -m benchmarks.bench_classify [--documents 2000]
 
 Both sides run in this one process on one core with the three starter models:
 the stage (normalisation, three batched predictions, records out) and a tight
@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fasttext  # noqa: E402
+import fasttext
 
-from benchmarks.corpus import write_corpus  # noqa: E402
-from tpt.classify.model import model_path  # noqa: E402
-from tpt.classify.taxonomy import AXES  # noqa: E402
-from tpt.config import ClassifyConfig  # noqa: E402
-from tpt.schema import Record  # noqa: E402
-from tpt.stages.classify import Classify  # noqa: E402
+from tests.corpora import write_corpus
+from tpt.classify.model import model_path
+from tpt.classify.taxonomy import AXES
+from tpt.config import ClassifyConfig
+from tpt.schema import Record
+from tpt.stages.classify import Classify
 
 def documents(n: int) -> list[str]:
-    """`n` real-text documents of ~2k teacher tokens (the benchmark corpus of benchmarks/corpus.py)."""
+    """`n` real-text documents of ~2k teacher tokens (the benchmark corpus of tests/corpora.py)."""
     with tempfile.TemporaryDirectory() as work:
         path = write_corpus(Path(work) / "corpus.jsonl", n)
         return [json.loads(line)["text"] for line in path.open(encoding="utf-8")]

@@ -1,6 +1,6 @@
 """Documents/s per core of tpt's read -> truncate -> write against the bare primitives doing the same work.
 
-    python benchmarks/bench_cpu_stages.py [--documents 2000] [--rounds 3]
+    python -m benchmarks.bench_cpu_stages [--documents 2000] [--rounds 3]
 
 Both sides run in this one process on one core (tokenizers' thread pool pinned
 to one thread): tpt's `read_file`, `Truncate` and `write_part`, and a tight
@@ -20,23 +20,21 @@ os.environ["RAYON_NUM_THREADS"] = "1"  # one core: before tokenizers starts its 
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tokenizers import Tokenizer  # noqa: E402
+from tokenizers import Tokenizer
 
-from benchmarks.corpus import write_corpus  # noqa: E402
-from tpt.assets import tokenizer_file  # noqa: E402
-from tpt.config import OutputConfig, SourceConfig  # noqa: E402
-from tpt.io.output import OutputLayout, write_part  # noqa: E402
-from tpt.io.read import read_file  # noqa: E402
-from tpt.stages.truncate import Truncate  # noqa: E402
+from tests.corpora import write_corpus
+from tpt.assets import tokenizer_file
+from tpt.config import OutputConfig, SourceConfig
+from tpt.io.output import OutputLayout, write_part
+from tpt.io.read import read_file
+from tpt.stages.truncate import Truncate
 
 BATCH = 256
 MAX_TOKENS = 2048

@@ -1,6 +1,6 @@
 """Deduplication: signature speed against datatrove's own, and what it finds on a corpus with planted duplicates.
 
-    python benchmarks/bench_dedup.py [--documents 400] [--originals 300] [--rounds 3]
+    python -m benchmarks.bench_dedup [--documents 400] [--originals 300] [--rounds 3]
 
 Signatures: documents/s per core of tpt's `Deduplication.entries` (digest,
 MinHash signature, LSH band keys) on ~2k-token documents of the demo's real
@@ -10,7 +10,7 @@ the same process, timed by CPU time, fastest of a few alternating rounds.
 datatrove's English word tokenizer needs spaCy, which tpt does not install,
 so datatrove is given a whitespace word tokenizer, the words tpt's shingles use.
 
-Quality: real demo texts with planted duplicates (benchmarks/corpus.py
+Quality: real demo texts with planted duplicates (tests/corpora.py
 `plant_duplicates`: exact copies in a heavier source, near copies with 0.2-4%
 of their words replaced and a banner or date line added or removed, and
 negative controls that share a long header and footer) through `tpt run`
@@ -29,23 +29,21 @@ os.environ["RAYON_NUM_THREADS"] = "1"
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cpu_stages import fastest  # noqa: E402
-from benchmarks.corpus import plant_duplicates, write_corpus  # noqa: E402
-from benchmarks.simulator import SimulatedServer  # noqa: E402
-from tpt.config import DedupConfig, GenerateConfig, PipelineConfig, SourceConfig  # noqa: E402
-from tpt.dedup import Deduplication  # noqa: E402
-from tpt.dedup.signature import shingles  # noqa: E402
-from tpt.io.output import OutputLayout, read_rejects  # noqa: E402
-from tpt.run import execute  # noqa: E402
-from tpt.schema import Record  # noqa: E402
+from benchmarks.bench_cpu_stages import fastest
+from tests.corpora import plant_duplicates, write_corpus
+from tests.simulator import SimulatedServer
+from tpt.config import DedupConfig, GenerateConfig, PipelineConfig, SourceConfig
+from tpt.dedup import Deduplication
+from tpt.dedup.signature import shingles
+from tpt.io.output import OutputLayout, read_rejects
+from tpt.run import execute
+from tpt.schema import Record
 
 TRUE_NEAR = 0.85  # planted near copies at least this similar must be found
 

@@ -1,6 +1,6 @@
 """Documents/s of the CPU stages (read -> one per id -> truncate -> deduplicate -> write, finalize) on Beam and datatrove.
 
-    python benchmarks/bench_engines.py [--documents 2000] [--rounds 3] [--no-slurm]
+    python -m benchmarks.bench_engines [--documents 2000] [--rounds 3] [--no-slurm]
 
 One corpus of ~2k-token documents joined from the demo's real text, split into
 two files: Beam on the DirectRunner (multi_processing, 2 workers), datatrove on
@@ -35,18 +35,16 @@ import io
 import logging
 import multiprocessing
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare  # noqa: E402
-from benchmarks.corpus import write_corpus  # noqa: E402
-from tpt.config import PipelineConfig  # noqa: E402
-from tpt.run.registry import ENGINES  # noqa: E402
+from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare
+from tests.corpora import write_corpus
+from tpt.config import PipelineConfig
+from tpt.run.registry import ENGINES
 
 WORKERS = 2
 ONE_CORE, BOTH_CORES = "bare primitives, 1 core", "bare primitives, 2 cores at once"

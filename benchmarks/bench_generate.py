@@ -1,6 +1,6 @@
 """Output tokens/s of tpt's think stage against the bare backend on the same prompts and settings.
 
-    python benchmarks/bench_generate.py [--backend transformers|openai] [--documents 32] [--max-new-tokens 32]
+    python -m benchmarks.bench_generate [--backend transformers|openai] [--documents 32] [--max-new-tokens 32]
 
 transformers: the stage (`Think.process`: prompts, backend, post-processing,
 store appends, token counts) against a bare loop of batched, left-padded
@@ -17,25 +17,21 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_generate_fleet import think_all  # noqa: E402
-from benchmarks.corpus import demo_texts  # noqa: E402
-from tpt.assets import resolve_model_path, tokenizer_file  # noqa: E402
-from tpt.config import GenerateConfig  # noqa: E402
-from tpt.generate.prompts import PromptBuilder, load_template  # noqa: E402
-from tpt.generate.store import read_entries  # noqa: E402
-from tpt.generate.types import request_seed  # noqa: E402
-from tpt.schema import Record  # noqa: E402
-from tpt.stages.think import Think  # noqa: E402
+from benchmarks.bench_generate_fleet import think_all
+from tests.corpora import demo_texts
+from tests.teacher_server import start_server
+from tpt.assets import resolve_model_path, tokenizer_file
+from tpt.config import GenerateConfig
+from tpt.generate.prompts import PromptBuilder, load_template
+from tpt.generate.store import read_entries
+from tpt.generate.types import request_seed
+from tpt.schema import Record
+from tpt.stages.think import Think
 
 
 def stage_rate(config: GenerateConfig, records: list[Record]) -> tuple[float, int]:
@@ -116,28 +112,6 @@ def bare_http_rate(config: GenerateConfig, prompts: list[list[dict]]) -> tuple[f
     seconds = time.perf_counter() - started
     tokens = sum(len(encoder.encode(t, add_special_tokens=False).ids) for t in texts)
     return tokens / seconds, tokens
-
-
-def start_server(timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """`transformers serve` on loopback serving the embedded teacher, once it answers /health: (process, /v1 URL)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "transformers"), "serve", "--force_model", str(resolve_model_path("embedded")),
-               "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError("transformers serve exited")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                return process, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            if time.monotonic() > deadline:
-                os.killpg(process.pid, signal.SIGKILL)
-                raise RuntimeError(f"transformers serve did not answer /health in {timeout:g} s") from None
-            time.sleep(0.2)
 
 
 def main() -> None:

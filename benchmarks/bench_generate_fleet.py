@@ -1,8 +1,8 @@
 """How busy `tpt run` keeps a fleet of continuous-batching servers, against an ideal client; and what one core of tpt takes in.
 
-    python benchmarks/bench_generate_fleet.py [--docs 770] [--slots 64] [--rate 250] [--cases beam-1x1,datatrove-2x2]
+    python -m benchmarks.bench_generate_fleet [--docs 770] [--slots 64] [--rate 250] [--cases beam-1x1,datatrove-2x2]
 
-No GPU runs here, so the servers are simulated (benchmarks/simulator.py): each
+No GPU runs here, so the servers are simulated (tests/simulator.py): each
 has `--slots` decode slots, decodes `--rate` tokens/s per sequence, and draws
 each request's output length (lognormal, mean 1,500, capped at 8,192) from its
 prompt and seed, so every client gets the same lengths for the same documents.
@@ -45,19 +45,18 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.corpus import demo_texts  # noqa: E402
-from benchmarks.simulator import SimulatedServer  # noqa: E402
-from tpt.config import GenerateConfig  # noqa: E402
-from tpt.generate.backends.openai import request_body  # noqa: E402
-from tpt.generate.prompts import PromptBuilder, load_template  # noqa: E402
-from tpt.generate.store import read_entries  # noqa: E402
-from tpt.generate.types import Request, request_seed  # noqa: E402
-from tpt.progress import Progress  # noqa: E402
-from tpt.schema import Record  # noqa: E402
-from tpt.stages.think import Think  # noqa: E402
-from tpt.stages.truncate import Truncate  # noqa: E402
+from tests.corpora import demo_texts
+from tests.simulator import SimulatedServer
+from tpt.config import GenerateConfig
+from tpt.generate.backends.openai import request_body
+from tpt.generate.prompts import PromptBuilder, load_template
+from tpt.generate.store import read_entries
+from tpt.generate.types import Request, request_seed
+from tpt.progress import Progress
+from tpt.schema import Record
+from tpt.stages.think import Think
+from tpt.stages.truncate import Truncate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "teacher"  # the served model name

@@ -1,10 +1,10 @@
 """`tpt label` at scale: its throughput through the window against a plain asyncio client, and the tokens that
 price labelling 100k documents.
 
-    python benchmarks/bench_label.py [--docs 770] [--slots 64] [--rate 250] [--window 256]
+    python -m benchmarks.bench_label [--docs 770] [--slots 64] [--rate 250] [--window 256]
 
 Part 1, throughput. No GPU runs here, so the server is simulated
-(benchmarks/simulator.py): `--slots` decode slots of `--rate` tokens/s each,
+(tests/simulator.py): `--slots` decode slots of `--rate` tokens/s each,
 answers of lognormal length (mean 24 tokens, a JSON labelling's size, capped at
 `classify.label_max_new_tokens`). The simulator answers with text cut from the
 demo corpus, not JSON, so every first answer is invalid and retried once: each
@@ -34,22 +34,20 @@ import shlex
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_generate_fleet import documents, keep_window  # noqa: E402
-from benchmarks.simulator import SimulatedServer  # noqa: E402
-from tpt.assets import resolve_model_path  # noqa: E402
-from tpt.classify.bootstrap import BootstrapAnnotator  # noqa: E402
-from tpt.classify.labelling import label_sample  # noqa: E402
-from tpt.classify.llm import Attempt, AnswerError, LLMLabeller  # noqa: E402
-from tpt.classify.taxonomy import AXES, load_taxonomy  # noqa: E402
-from tpt.config import ClassifyConfig, GenerateConfig  # noqa: E402
-from tpt.generate.backends import build_backend  # noqa: E402
-from tpt.generate.backends.openai import request_body  # noqa: E402
-from tpt.generate.types import Completion  # noqa: E402
-from tpt.schema import Record  # noqa: E402
+from benchmarks.bench_generate_fleet import documents, keep_window
+from tests.simulator import SimulatedServer
+from tpt.assets import resolve_model_path
+from tpt.classify.bootstrap import BootstrapAnnotator
+from tpt.classify.labelling import label_sample
+from tpt.classify.llm import Attempt, AnswerError, LLMLabeller
+from tpt.classify.taxonomy import AXES, load_taxonomy
+from tpt.config import ClassifyConfig, GenerateConfig
+from tpt.generate.backends import build_backend
+from tpt.generate.backends.openai import request_body
+from tpt.generate.types import Completion
+from tpt.schema import Record
 
 MODEL = "teacher"  # the served model name
 ANSWER_TOKENS = 24  # mean simulated answer: a JSON object with three label ids

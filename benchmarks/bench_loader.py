@@ -1,8 +1,8 @@
 """Throughput of tpt's training data path (stream -> tokenize -> pack) in one CPU process, against
 reading the same shards with a bare StreamingDataset, and against what a GPU consumes.
 
-    .venv/bin/python benchmarks/bench_loader.py                       # runs the demo pipeline first
-    .venv/bin/python benchmarks/bench_loader.py --streams out/demo/streams.yaml --seconds 20
+    python -m benchmarks.bench_loader                       # runs the demo pipeline first
+    python -m benchmarks.bench_loader --streams out/demo/streams.yaml --seconds 20
 
 Both loops run in this process with no loader workers, so the numbers are per
 CPU core; a training run has `train_loader.num_workers` of them per GPU.
@@ -13,7 +13,7 @@ state against replaying the N batches (what a resume without loader positions
 waits), measured in the same run; the resumed batch is checked to be the one the
 replay drew next.
 
-    .venv/bin/python benchmarks/bench_loader.py --resume-at 40 800 --shuffle-buffer 256
+    python -m benchmarks.bench_loader --resume-at 40 800 --shuffle-buffer 256
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`tpt publish` against a bare pyarrow write of the same rows: samples/s, and their ratio (goal: >= 0.8).
 
-    python benchmarks/bench_publish.py [--samples 40000] [--doc-chars 4000] [--thinking-chars 6000] [--rounds 3]
+    python -m benchmarks.bench_publish [--samples 40000] [--doc-chars 4000] [--thinking-chars 6000] [--rounds 3]
 
 tpt's side is the whole of `tpt publish` in this process: it reads the run's MDS shards, splits each [d; t] into
 document and thinking, writes the Parquet files and the dataset card. The bare side is `pq.write_table` of the
@@ -26,14 +26,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cpu_stages import fastest  # noqa: E402
-from benchmarks.synthetic_run import write_run  # noqa: E402
-from tpt.analysis.publish import ROW_GROUP_BYTES, WRITE_OPTIONS, publish, publishable  # noqa: E402
-from tpt.analysis.runs import load_run  # noqa: E402
-from tpt.analysis.samples import separator, source_shards  # noqa: E402
-from tpt.io.mds import read_shards  # noqa: E402
+from benchmarks.bench_cpu_stages import fastest
+from tests.synthetic_run import write_run
+from tpt.analysis.publish import ROW_GROUP_BYTES, WRITE_OPTIONS, publish, publishable
+from tpt.analysis.runs import load_run
+from tpt.analysis.samples import separator, source_shards
+from tpt.io.mds import read_shards
 
 
 def run_tpt(run, out: Path) -> int:

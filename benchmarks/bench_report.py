@@ -6,7 +6,7 @@ domain, thinking length growing with reasoning (about 1.5x from none to advanced
 and capped at 8,192 tokens (finish_reason "length"), 3% flagged thinking.
 Goal (issue 6): the report over 10M rows in <= 10 s on 2 cores.
 
-    .venv/bin/python benchmarks/bench_report.py [--rows 10000000] [--threads 2] [--keep DIR]
+    python -m benchmarks.bench_report [--rows 10000000] [--threads 2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -21,58 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tpt.schema import MANIFEST_SCHEMA
-
-DOMAINS = {  # label: (share of documents, mean reasoning level 0..3, thinking length factor)
-    "mathematics": (0.05, 2.4, 1.25), "physics": (0.04, 2.2, 1.2), "chemistry": (0.03, 1.9, 1.1),
-    "biology": (0.05, 1.6, 1.05), "medicine & health": (0.07, 1.4, 1.0), "computer science & software": (0.10, 1.9, 1.1),
-    "engineering": (0.04, 1.8, 1.05), "economics & finance": (0.07, 1.3, 0.95), "law & government": (0.06, 1.1, 0.95),
-    "history": (0.08, 0.8, 0.9), "literature & arts": (0.09, 0.7, 0.85), "news & current events": (0.14, 0.5, 0.85),
-    "lifestyle & hobbies": (0.16, 0.3, 0.8), None: (0.02, 1.0, 1.0),
-}
-AUDIENCES = ["general public", "school (K-12)", "undergraduate", "graduate / expert"]
-LEVELS = ["none", "basic", "intermediate", "advanced"]
-LEVEL_FACTOR = np.array([1.0, 1.15, 1.3, 1.5])
-SOURCES = (["web", "books", "reference"], [0.6, 0.15, 0.25])
-
-
-def synthetic_manifest(rows: int, seed: int = 0) -> pa.Table:
-    """A manifest of `rows` samples, built column by column with numpy."""
-    rng = np.random.default_rng(seed)
-    labels = list(DOMAINS)
-    shares, reasoning_mean, length_factor = (np.array([DOMAINS[d][i] for d in labels]) for i in range(3))
-    domain = rng.choice(len(labels), rows, p=shares / shares.sum())
-    reasoning = np.clip(np.rint(reasoning_mean[domain] + rng.normal(0, 0.8, rows)), 0, 3).astype(np.int8)
-    audience = np.clip(np.rint(reasoning * 0.7 + rng.normal(0.5, 0.9, rows)), 0, 3).astype(np.int8)
-    doc_tokens = np.minimum(rng.lognormal(6.4, 1.1, rows), 2**31 - 1).astype(np.int32)
-    kept = np.minimum(doc_tokens, 2048)
-    raw = rng.lognormal(6.9, 0.55, rows) * LEVEL_FACTOR[reasoning] * length_factor[domain]
-    thinking = np.minimum(raw, 8192).astype(np.int32)
-    flagged = rng.random(rows) < 0.03
-    flag_offsets = np.concatenate(([0], np.cumsum(flagged))).astype(np.int32)
-    return pa.table({
-        "id": pc.cast(pa.array(np.arange(rows)), pa.string()),
-        "source": _strings(rng.choice(len(SOURCES[0]), rows, p=SOURCES[1]), SOURCES[0]),
-        "doc_tokens": doc_tokens, "kept_tokens": kept, "truncated": doc_tokens > 2048,
-        "domain": _strings(domain, labels), "domain_score": rng.random(rows, dtype=np.float32),
-        "audience": _strings(audience, AUDIENCES), "audience_score": rng.random(rows, dtype=np.float32),
-        "reasoning": _strings(reasoning, LEVELS), "reasoning_score": rng.random(rows, dtype=np.float32),
-        "thinking_tokens": thinking,
-        "finish_reason": _strings((raw >= 8192).astype(np.int8), ["stop", "length"]),
-        "thinking_flags": pa.ListArray.from_arrays(flag_offsets, pa.array(["repetition"] * int(flagged.sum()), pa.string())),
-        "sample_tokens": kept + thinking + 4,
-        "thinking_budget": np.full(rows, 8192, np.int32),
-    }, schema=MANIFEST_SCHEMA)
-
-
-def _strings(indices: np.ndarray, labels: list[str | None]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(labels, pa.string())).cast(pa.string())
-
+from tests.synthetic_run import synthetic_manifest
 
 def timed(command: list[str]) -> float:
     started = time.perf_counter()

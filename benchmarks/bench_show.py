@@ -1,9 +1,9 @@
 """How long `tpt show` takes to print its first sample on a 10-million-sample run (goal: within 2 s), against
 the way it was done before it: mosaicml-streaming's StreamingDataset reading the first sample.
 
-    python benchmarks/bench_show.py [--samples 10000000] [--keep DIR] [--rounds 3]
+    python -m benchmarks.bench_show [--samples 10000000] [--keep DIR] [--rounds 3]
 
-The run is made once by tpt's own writer and finalize (benchmarks/synthetic_run.py: real text, realistic labels
+The run is made once by tpt's own writer and finalize (tests/synthetic_run.py: real text, realistic labels
 and lengths; ~10 minutes for 10M samples on 2 cores); --keep DIR keeps it and reuses it. Each figure is the
 wall time from starting the command to reading its first sample's line, the fastest of a few rounds, the
 commands taking turns: a plain `tpt show`, one with --where over the manifest, and one with --random.
@@ -20,9 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.synthetic_run import write_run  # noqa: E402
+from tests.synthetic_run import write_run
 
 GOAL_SECONDS = 2.0
 WHERE = "domain = 'mathematics' AND thinking_tokens > 1000"

@@ -1,6 +1,6 @@
 """What a worker holds to resume from the thinking store, and how fast it reads back what it reuses.
 
-    python benchmarks/bench_store.py [--results 20000] [--thinking-chars 16000]
+    python -m benchmarks.bench_store [--results 20000] [--thinking-chars 16000]
 
 Writes `--results` stored generations of real text (the benchmark corpus,
 ~4k tokens of thinking each by default) to a local store, then measures, in
@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.corpus import write_corpus  # noqa: E402
-from tpt.generate.store import ThinkingStore, read_entries  # noqa: E402
+from tests.corpora import write_corpus
+from tpt.generate.store import ThinkingStore, read_entries
 
 BATCH = 256
 

@@ -14,11 +14,11 @@ drawn from `--seed` (printed, so a failure can be replayed), reruns after each, 
   in flight, answered but lost with the client);
 - no rejects (the corpus is clean).
 
-Every run talks to a fresh simulated server (benchmarks/simulator.py), so the server's request count is that
+Every run talks to a fresh simulated server (tests/simulator.py), so the server's request count is that
 run's alone. The server keeps one port for the whole soak, so every run has the same config: a rerun of the
 same command, which a datatrove run resumes from its completion markers rather than starting over.
 
-    python benchmarks/soak.py --engine beam|datatrove|mixed [--seed N] [--kills 20] [--docs 100] [--keep]
+    python -m benchmarks.soak --engine beam|datatrove|mixed [--seed N] [--kills 20] [--docs 100] [--keep]
 
 Prints one line per run, then `soak: 20 kills (beam), 0 lost, 0 duplicated, N re-asked after kills, shards read
 back: M samples`; exit code 0 if every check holds, 1 (naming the offending ids and the run logs) if not.
@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks` and `tpt` import from the checkout
+from tests.corpora import demo_texts
+from tests.simulator import SimulatedServer
 
-from benchmarks.corpus import demo_texts  # noqa: E402
-from benchmarks.simulator import SimulatedServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLES = 2  # generate.samples_per_document: request ids doc#0, doc#1
 WORKERS = 2
@@ -185,21 +184,6 @@ def start_server(soak: Soak) -> SimulatedServer:
     raise RuntimeError("the simulated server would not start")
 
 
-def settled_requests(server: SimulatedServer) -> int:
-    """The requests the server answered, once it has answered every one it was sent (those of a killed client
-    too): the count is unchanged and nothing was answered for longer than any request can take."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    previous = None
-    while time.monotonic() < deadline:
-        stats = server.stats()
-        quiet = stats["last_end"] is None or time.time() - stats["last_end"] >= QUIET
-        if quiet and stats["requests"] == previous:
-            return previous
-        previous = stats["requests"]
-        time.sleep(POLL * 5)
-    raise RuntimeError(f"the simulated server still answered requests {SETTLE_TIMEOUT:g} s after the run ended")
-
-
 def stored(out: Path) -> Counter:
     """Finished results in the thinking store, per request id."""
     from tpt.generate.store import read_entries
@@ -310,7 +294,7 @@ def run_once(soak: Soak, kill: bool) -> Run:
         with open(run.log, "w") as log:
             process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
             run.outcome, run.seconds = watch(process, trigger, soak.out, len(soak.ids))
-        run.asked = settled_requests(server)
+        run.asked = server.settled_requests(longest=QUIET)
     finally:
         server.__exit__()
     run.stored_after = len(stored(soak.out))

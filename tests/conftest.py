@@ -34,9 +34,9 @@ def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
 
 @pytest.fixture(scope="session")
 def teacher():
-    """A simulated OpenAI-compatible teacher (benchmarks/simulator.py): thinking in milliseconds, the same text
+    """A simulated OpenAI-compatible teacher (tests/simulator.py): thinking in milliseconds, the same text
     for the same request, so two runs can be compared sample by sample."""
-    from benchmarks.simulator import SimulatedServer
+    from tests.simulator import SimulatedServer
 
     with SimulatedServer(slots=8, rate=4000, mean_tokens=50) as server:
         yield server
@@ -120,7 +120,7 @@ def slurm_cluster():
 @pytest.fixture(scope="session")
 def transformers_server():
     """`transformers serve` on loopback serving the embedded teacher, once per session; yields its /v1 URL."""
-    from benchmarks.bench_generate import start_server
+    from tests.teacher_server import start_server
 
     process, url = start_server()
     yield url

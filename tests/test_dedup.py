@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.corpus import plant_duplicates
+from tests.corpora import plant_duplicates
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import run_cli
 from tpt.config import ConfigError, DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
@@ -264,7 +264,7 @@ def test_a_corpus_without_duplicates_gives_the_same_bytes_with_dedup_on_or_off(t
 def test_killed_mid_generation_with_duplicates_then_rerun_asks_once_per_cluster(engine, tmp_path):
     """SIGKILL with requests in flight, then a rerun against a fresh server: the rerun asks for exactly the kept
     documents the store lacked, each is stored once, and every document, copies included, is in the shards once."""
-    from benchmarks.simulator import SimulatedServer
+    from tests.simulator import SimulatedServer
     from tests.test_pipeline_beam import read_streams
     from tests.test_think_resume import results, tpt_run
 

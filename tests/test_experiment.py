@@ -1,7 +1,7 @@
 """`tpt experiment`: both arms made, trained and evaluated alike, every figure of the report computed, nothing redone on a rerun.
 
 The corpus is a slice of the demo's, the teacher the simulated OpenAI-compatible server
-(benchmarks/simulator.py: it stands in for GPU generation), the model the tiny YAML's.
+(tests/simulator.py: it stands in for GPU generation), the model the tiny YAML's.
 Nothing here asserts which arm wins.
 """
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks.simulator import SimulatedServer
-from benchmarks.soak import settled_requests
+from tests.simulator import SimulatedServer
 from tests.conftest import ROOT, write_jsonl
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
@@ -188,7 +187,7 @@ def test_a_worker_node_killed_mid_generation_costs_only_its_requests_in_flight(c
             if killed:  # the cluster again as the other tests found it
                 cluster.remove_node(killed["node"], allow_graceful=False)
                 cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
-        asked = settled_requests(server)
+        asked = server.settled_requests(longest=1000 / 200)  # max_new_tokens / rate
     assert killed and killed["all_stored"] < docs  # the kill landed mid-generation
     stored = Counter(entry["id"] for _, entry in read_entries(store) if "raw" in entry)
     assert stored == Counter(ids)  # every result stored once

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.synthetic_run import write_records
+from tests.synthetic_run import write_records
 from tests.test_analysis_commands import chromium
 from tests.test_show import hostile_record
 from tpt.cli import main

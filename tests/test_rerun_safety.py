@@ -112,7 +112,7 @@ def published(out) -> dict[str, bytes]:
 def test_a_rerun_killed_at_any_point_leaves_the_previous_run_whole(engine, tmp_path):
     """Kill a rerun as it starts, mid-generation and once its parts are written (the merge); each time the previous
     run's outputs are byte for byte as they were and read back whole. A rerun left alone then replaces them."""
-    from benchmarks.simulator import SimulatedServer
+    from tests.simulator import SimulatedServer
     from tests.test_think_resume import results, tpt_run
 
     write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i:02d}", "text": f"Document {i}: the tides follow the moon. " * 4} for i in range(40)])

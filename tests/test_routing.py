@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.simulator import SimulatedServer
+from tests.simulator import SimulatedServer
 from tests.test_generate_openai import SERVED, FaultInjectionServer
 from tpt.cli import main as cli
 from tpt.config import GenerateConfig

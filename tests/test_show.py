@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.synthetic_run import write_records
+from tests.synthetic_run import write_records
 from tpt.cli import main
 from tpt.config import GenerateConfig, PipelineConfig, SourceConfig
 from tpt.io.mds import index_shards, read_shards

@@ -8,7 +8,7 @@ import statistics
 import aiohttp
 import pytest
 
-from benchmarks.simulator import CHARS_PER_TOKEN, SimulatedServer, output_length
+from tests.simulator import CHARS_PER_TOKEN, SimulatedServer, output_length
 
 
 def chat(content: str, seed: int = 0, max_tokens: int = 8192) -> dict:

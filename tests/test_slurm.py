@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.simulator import SimulatedServer
-from benchmarks.soak import settled_requests
+from tests.simulator import SimulatedServer
 from tests.conftest import ROOT, SLURM_CLUSTER, write_jsonl
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
@@ -192,7 +191,7 @@ def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_e
         again = submit(config, out)  # the failed run's lock is stale: its jobs have all ended
         assert list(again) == ["stages", "finalize"]
         finished(out)
-        asked = settled_requests(server)
+        asked = server.settled_requests(longest=1000 / 200)  # max_new_tokens / rate
     assert_each_once(out, ids)
     assert docs <= asked <= docs + in_flight
 
@@ -222,7 +221,7 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm_cl
             summary = finished(out)
         finally:
             subprocess.run([SLURM_CLUSTER, "start"], check=True)  # n2 back for the tests after this one
-        asked = settled_requests(server)
+        asked = server.settled_requests(longest=1000 / 200)  # max_new_tokens / rate
     assert lost_with < len(task_ids)  # the node was lost mid-generation
     show = subprocess.run(["scontrol", "show", "job", f"{stages}_{rank}"], capture_output=True, text=True, check=True).stdout
     assert "Restarts=1" in show and "NodeList=n1" in show  # requeued by Slurm, and run on the node left
@@ -283,7 +282,7 @@ def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(s
         done = subprocess.run(
             ["sbatch", "--parsable", f"--chdir={ROOT}", f"--output={tmp_path}/serve-%j.out",
              "--export=ALL,TPT_SERVE_HOST=127.0.0.1", str(ROOT / "scripts" / "slurm-serve.sh"), str(servers),
-             sys.executable, "-m", "benchmarks.simulator", "--slots", "16", "--rate", "200", "--mean-tokens", "300",
+             sys.executable, "-m", "tests.simulator", "--slots", "16", "--rate", "200", "--mean-tokens", "300",
              "--sigma", "0.3", "--port", "{port}"], capture_output=True, text=True, check=True)
         return done.stdout.strip()
 

@@ -150,7 +150,7 @@ def test_killed_with_the_window_full_and_results_out_of_order_then_rerun(engine,
     """Against a simulated continuous-batching server (long-tailed lengths, so results finish out of order, and
     fewer slots than the window, so requests queue): kill mid-generation, rerun against a fresh server; the
     rerun asks the server for exactly what the store lacked, and every id is stored once and in the shards once."""
-    from benchmarks.simulator import SimulatedServer
+    from tests.simulator import SimulatedServer
 
     docs = 60
     with open(ROOT / "data" / "demo" / "web.jsonl", encoding="utf-8") as stream:

@@ -20,7 +20,7 @@ client it measures:
         ...
         print(server.stats())
 
-    python -m benchmarks.simulator --slots 64 --rate 250 --port 8000   # by hand
+    python -m tests.simulator --slots 64 --rate 250 --port 8000   # by hand
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from benchmarks.corpus import demo_texts
+from tests.corpora import demo_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS_PER_TOKEN = 4
@@ -198,7 +198,7 @@ class SimulatedServer:
 
     def __init__(self, slots: int = 64, rate: float = 250.0, mean_tokens: float = 1500, sigma: float = 1.0,
                  instant: bool = False, model: str = "teacher"):
-        self.command = [sys.executable, "-m", "benchmarks.simulator", "--slots", str(slots), "--rate", str(rate),
+        self.command = [sys.executable, "-m", "tests.simulator", "--slots", str(slots), "--rate", str(rate),
                         "--mean-tokens", str(mean_tokens), "--sigma", str(sigma), "--model", model, *(["--instant"] if instant else [])]
         self.url = ""
 
@@ -227,6 +227,19 @@ class SimulatedServer:
 
     def reset(self) -> None:
         self._call("POST", "/reset")
+
+    def settled_requests(self, longest: float, timeout: float = 30.0) -> int:
+        """The requests the server answered, once it has answered every one it was sent (those of a killed client
+        too): the count is unchanged, and nothing was answered for `longest` seconds (the most a request takes)."""
+        deadline, previous = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            quiet = stats["last_end"] is None or time.time() - stats["last_end"] >= longest
+            if quiet and stats["requests"] == previous:
+                return previous
+            previous = stats["requests"]
+            time.sleep(0.5)
+        raise RuntimeError(f"the simulated server still answered requests {timeout:g} s after the run ended")
 
     def _call(self, method: str, path: str) -> Any:
         request = urllib.request.Request(self.url.removesuffix("/v1") + path, method=method)
