@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from tpt.analysis import html, plots
-from tpt.analysis.confidence import apply_min_confidence
 from tpt.analysis.compare import flat, pairs, side_by_side
+from tpt.analysis.confidence import apply_min_confidence
 from tpt.analysis.duplicates import duplicates
 from tpt.analysis.excerpts import excerpts
 from tpt.analysis.runs import Run, connect

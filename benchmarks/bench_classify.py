@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 import fasttext
 
 from tests.corpora import write_corpus
@@ -25,6 +24,7 @@ from tpt.classify.taxonomy import AXES
 from tpt.config import ClassifyConfig
 from tpt.schema import Record
 from tpt.stages.classify import Classify
+
 
 def documents(n: int) -> list[str]:
     """`n` real-text documents of ~2k teacher tokens (the benchmark corpus of tests/corpora.py)."""

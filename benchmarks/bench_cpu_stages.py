@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from tokenizers import Tokenizer
 
 from tests.corpora import write_corpus

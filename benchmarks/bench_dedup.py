@@ -34,7 +34,6 @@ import time
 import warnings
 from pathlib import Path
 
-
 from benchmarks.bench_cpu_stages import fastest
 from tests.corpora import plant_duplicates, write_corpus
 from tests.simulator import SimulatedServer
@@ -122,7 +121,7 @@ def quality(originals: int, folder: Path) -> dict:
         "exact found": sum(together(a, b) for a, b in planted.exact) / len(planted.exact),
         "near found (true J >= 0.85)": sum(together(a, b) for a, b in similar) / max(len(similar), 1),
         "near planted (true J >= 0.85, all)": f"{len(similar)}, {len(near)}",
-        "near found (all planted, J from {:.2f})".format(min(score for *_, score in near)):
+        f"near found (all planted, J from {min(score for *_, score in near):.2f})":
             sum(together(a, b) for a, b, _ in near) / len(near),
         "negative controls merged": len(merged_controls) / len(planted.controls),
         "clusters (documents kept)": results["on"]["written"],

@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare
 from tests.corpora import write_corpus
 from tpt.config import PipelineConfig

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from benchmarks.bench_generate_fleet import think_all
 from tests.corpora import demo_texts
 from tests.teacher_server import start_server

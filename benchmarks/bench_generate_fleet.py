@@ -45,7 +45,6 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-
 from tests.corpora import demo_texts
 from tests.simulator import SimulatedServer
 from tpt.config import GenerateConfig

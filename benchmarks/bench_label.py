@@ -35,13 +35,12 @@ import sys
 import tempfile
 import time
 
-
 from benchmarks.bench_generate_fleet import documents, keep_window
 from tests.simulator import SimulatedServer
 from tpt.assets import resolve_model_path
 from tpt.classify.bootstrap import BootstrapAnnotator
 from tpt.classify.labelling import label_sample
-from tpt.classify.llm import Attempt, AnswerError, LLMLabeller
+from tpt.classify.llm import AnswerError, Attempt, LLMLabeller
 from tpt.classify.taxonomy import AXES, load_taxonomy
 from tpt.config import ClassifyConfig, GenerateConfig
 from tpt.generate.backends import build_backend

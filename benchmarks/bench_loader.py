@@ -46,8 +46,8 @@ def flops_per_token(seq_len: int) -> float:
 
 
 def demo_streams(folder: Path) -> Path:
-    from tpt.run import execute
     from tpt.config import load_config
+    from tpt.run import execute
 
     config = load_config(ROOT / "configs" / "demo.yaml").with_output_dir(str(folder))
     execute(config, workers=2)

@@ -26,7 +26,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 from benchmarks.bench_cpu_stages import fastest
 from tests.synthetic_run import write_run
 from tpt.analysis.publish import ROW_GROUP_BYTES, WRITE_OPTIONS, publish, publishable

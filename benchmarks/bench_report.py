@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from tests.synthetic_run import synthetic_manifest
 
+
 def timed(command: list[str]) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from tests.synthetic_run import write_run
 
 GOAL_SECONDS = 2.0

@@ -20,7 +20,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-
 from tests.corpora import write_corpus
 from tpt.generate.store import ThinkingStore, read_entries
 

@@ -27,6 +27,7 @@ back: M samples`; exit code 0 if every check holds, 1 (naming the offending ids 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,9 +41,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tests.corpora import demo_texts
 from tests.simulator import SimulatedServer
@@ -245,10 +246,8 @@ def group_alive(group: int) -> bool:
 
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the run's process group and wait until none of it runs, so no killed worker writes any more."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
     deadline = time.monotonic() + 30
     while group_alive(process.pid):

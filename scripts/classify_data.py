@@ -26,9 +26,9 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,7 +77,8 @@ def passages(text: str) -> list[str]:
 
 def gsm8k(split: str) -> Callable[[argparse.Namespace], Iterator[Document]]:
     def documents(args):
-        for i, line in enumerate(open(ROOT / "data" / "gsm8k" / f"{split}.jsonl", encoding="utf-8")):
+        lines = (ROOT / "data" / "gsm8k" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
             row = json.loads(line)
             yield f"gsm8k/{split}/{i}", f"{row['question']}\n\n{row['answer']}", f"GSM8K {split} split"
     return documents
@@ -226,7 +227,7 @@ def license_texts(args):
 def dictd(args, name: str) -> tuple[list[tuple[str, str]], str]:
     """The entries (headword, text) of a dictd database in the unpacked Debian tree."""
     folder = Path(args.debian) / "usr/share/dictd"
-    data = gzip.open(folder / f"{name}.dict.dz").read()
+    data = gzip.decompress((folder / f"{name}.dict.dz").read_bytes())
     digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
     def number(code: str) -> int:
@@ -283,7 +284,7 @@ KJV_BOOKS = [("Genesis", 50), ("Exodus", 40), ("Leviticus", 27), ("Numbers", 36)
 
 
 def text_chapters(path: Path, origin: str, heading: str) -> Iterator[Document]:
-    text = gzip.open(path, "rt", encoding="utf-8", errors="replace").read().replace("\u00a0", " ")
+    text = gzip.decompress(path.read_bytes()).decode("utf-8", "replace").replace("\u00a0", " ")
     parts = re.split(heading, text)
     for i, part in enumerate(parts):
         if len(part.split()) >= MIN_WORDS:

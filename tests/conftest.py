@@ -46,9 +46,9 @@ def teacher():
 def full_run(demo_config, teacher, tmp_path_factory) -> tuple[PipelineConfig, dict]:
     """The demo plus a source of bad lines (so there are rejects to compare), with thinking from the simulated
     teacher, through the Beam pipeline (2 worker processes), once per session."""
-    from tpt.run import execute
     from tests.test_pipeline_beam import BAD_LINES
     from tpt.config import GenerateConfig, SourceConfig
+    from tpt.run import execute
 
     folder = tmp_path_factory.mktemp("full-run")
     good = {"id": "mixed-ok", "text": "A good line among bad ones: it is kept."}

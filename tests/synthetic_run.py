@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 
 from tests.corpora import demo_texts
 from tpt.config import GenerateConfig, OutputConfig, PipelineConfig, SourceConfig
+from tpt.dedup import STAGE
 from tpt.io.finalize import finalize
 from tpt.io.output import OutputLayout, part_name, write_part
 from tpt.io.publish import staged
-from tpt.dedup import STAGE
 from tpt.schema import MANIFEST_SCHEMA, MDS_TYPES, Record, stage_fields
 
 SEPARATOR = "\n\n"

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tpt.analysis.estimate import count_documents
 from tests.conftest import write_jsonl
 from tests.test_analysis_stats import random_rows, write_run
+from tpt.analysis.estimate import count_documents
 from tpt.cli import main
 from tpt.config import SourceConfig
 from tpt.schema import MANIFEST_SCHEMA

@@ -12,14 +12,14 @@ import pytest
 import yaml
 from tokenizers import Tokenizer
 
-from tpt.analysis.estimate import write_sample
-from tests.conftest import ROOT, write_jsonl, think_all
+from tests.conftest import ROOT, think_all, write_jsonl
 from tests.test_analysis_stats import write_run
 from tests.test_pipeline_beam import read_shards
+from tpt.analysis.estimate import write_sample
+from tpt.assets import tokenizer_file
 from tpt.classify.taxonomy import DEFAULT_PATH
 from tpt.cli import main
 from tpt.config import ConfigError, load_config
-from tpt.assets import tokenizer_file
 from tpt.generate.budgets import Budget, Budgets
 from tpt.generate.prompts import PromptBuilder
 from tpt.generate.samples import SampleRules

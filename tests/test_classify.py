@@ -34,7 +34,7 @@ SMALL = FastTextConfig(dim=16, epoch=20, bucket=20_000, cutoff=2_000, validation
 def demo_docs(per_file: int | None = None) -> list[LabelledDoc]:
     docs = []
     for name, (audience, reasoning) in BY_FILE.items():
-        rows = [json.loads(line) for line in open(DEMO / f"{name}.jsonl", encoding="utf-8")][:per_file]
+        rows = [json.loads(line) for line in (DEMO / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()][:per_file]
         for row in rows:
             labels = {"domain": HINTS.get(row["domain_hint"], row["domain_hint"]), "audience": audience, "reasoning": reasoning}
             docs.append(LabelledDoc(row["id"], row["text"], labels))
@@ -86,7 +86,7 @@ def test_bad_taxonomy_files_are_refused_with_the_problem(tmp_path, text, problem
 
 def test_normalize_gives_one_line_of_tokens_and_refuses_invisible_text():
     assert normalize("Hello, World!\n\nIt's 42\u00a0km.") == "hello , world ! it ' s 00 km ."
-    assert "\n" not in normalize(open(DEMO / "books.jsonl").readline())
+    assert "\n" not in normalize((DEMO / "books.jsonl").read_text(encoding="utf-8").splitlines()[0] + "\n")
     with pytest.raises(EmptyTextError):
         normalize("\u200b\u200c\x01 \x02")
 
@@ -197,7 +197,7 @@ def test_stage_labels_every_record_and_rejects_invisible_text():
     clone.setup()
     batch = [Record(d.id, "demo", d.text) for d in demo_docs(per_file=2)] + [Record("blank", "demo", "\u200b\u200b")]
     out = clone.process(batch)
-    assert [getattr(r, "id") for r in out] == [r.id for r in batch]
+    assert [r.id for r in out] == [r.id for r in batch]
     rejected = out[-1]
     assert isinstance(rejected, Reject) and rejected.reason == "empty_text" and rejected.stage == "classify"
     for record in out[:-1]:

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tpt.engines.datatrove import pipeline as datatrove
 from tests.conftest import ROOT, write_jsonl
 from tests.test_pipeline_beam import read_shards
 from tpt.cli import main as cli
 from tpt.config import PipelineConfig, load_config
+from tpt.engines.datatrove import pipeline as datatrove
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.io.publish import STAGING, UNPUBLISHED
 from tpt.run import execute

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from tpt.engines.datatrove.pipeline import WORK
-from tpt.run import execute
 from tests.conftest import DEMO_CONFIG, ROOT
 from tests.test_datatrove import outputs
+from tpt.engines.datatrove.pipeline import WORK
 from tpt.io.output import OutputLayout, part_of
 from tpt.io.publish import STAGING
+from tpt.run import execute
 from tpt.schema import Reject
 
 TASKS = 4

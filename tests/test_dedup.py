@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.corpora import plant_duplicates
 from tests.conftest import write_jsonl
+from tests.corpora import plant_duplicates
 from tests.test_pipeline_beam import run_cli
 from tpt.config import ConfigError, DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
 from tpt.dedup import Deduplication, Member, decide

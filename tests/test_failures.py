@@ -12,9 +12,9 @@ BEAM_REPORT = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in 
 
 
 def test_an_expected_error_inside_an_engine_report_is_raised_as_itself():
-    with pytest.raises(OSError, match=r"^\[Errno 28\] writing gs://b/run/.staging/mds/web/part-00003: No space left on device$"):
-        with worker_failures():
-            raise RuntimeError(BEAM_REPORT)
+    with (pytest.raises(OSError, match=r"^\[Errno 28\] writing gs://b/run/.staging/mds/web/part-00003: No space left on device$"),
+          worker_failures()):
+        raise RuntimeError(BEAM_REPORT)
 
 
 @pytest.mark.parametrize("report", [

@@ -8,8 +8,8 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import subprocess
 import string
+import subprocess
 import sys
 import zlib
 from collections import Counter

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from tests.conftest import write_jsonl, think_all
+from tests.conftest import think_all, write_jsonl
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template

@@ -9,7 +9,6 @@ from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
 from tpt.generate.types import Request
 
-
 BASE = GenerateConfig(max_new_tokens=6, micro_batch_size=2, stop=[])
 
 

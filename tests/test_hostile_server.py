@@ -21,8 +21,8 @@ from tests.conftest import write_jsonl
 from tests.test_generate_openai import SERVED, FaultInjectionServer, free_port, wait_for
 from tpt.cli import main as cli
 from tpt.config import GenerateConfig, PipelineConfig, load_config
-from tpt.generate.backends import build_backend
 from tpt.generate.answers import stored_bytes
+from tpt.generate.backends import build_backend
 from tpt.generate.backends import openai as openai_backend
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.progress import log as progress_log

@@ -28,9 +28,8 @@ def folder_url(request, tmp_path) -> str:
 
 def test_a_failed_write_leaves_the_previous_file_as_it_was(folder_url):
     fs, root = fsspec.core.url_to_fs(folder_url)
-    with staged_file(f"{folder_url}/a/report.json") as local:  # its folder is made as needed
-        with open(local, "w") as stream:
-            stream.write('{"run": 1}')
+    with staged_file(f"{folder_url}/a/report.json") as local, open(local, "w") as stream:  # its folder is made as needed
+        stream.write('{"run": 1}')
     with pytest.raises(RuntimeError), staged_file(f"{folder_url}/a/report.json") as local:
         with open(local, "w") as stream:
             stream.write('{"ru')

@@ -98,11 +98,9 @@ def test_threads_racing_for_a_lock_on_an_object_store_take_it_once():
 
 def test_a_second_run_into_the_folder_is_refused_naming_the_first(tmp_path):
     layout = OutputLayout(tmp_path)
-    with RunLock(layout):
-        with pytest.raises(FileExistsError,
-                           match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "):
-            with RunLock(layout):
-                pass
+    with RunLock(layout), pytest.raises(FileExistsError,
+                       match=rf"being written by another run \(host {socket.gethostname()}, pid {os.getpid()}, started "), RunLock(layout):
+        pass
     assert not layout.exists(LOCK)  # released
 
 
@@ -118,9 +116,8 @@ def test_a_killed_runs_lock_is_stale_and_taken_over(tmp_path):
     with RunLock(layout):
         pass
     layout.write_text(LOCK, json.dumps({"host": "another-host", "pid": 1, "started": 0.0, "refreshed": 4e9, "token": "t"}))
-    with pytest.raises(FileExistsError, match="host another-host, pid 1"):
-        with RunLock(layout):
-            pass
+    with pytest.raises(FileExistsError, match="host another-host, pid 1"), RunLock(layout):
+        pass
 
 
 def test_only_the_run_holding_the_lock_releases_it(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import random
+from pathlib import Path
 
 import pytest
 from streaming import MDSWriter, StreamingDataset
@@ -63,7 +64,7 @@ def test_merged_parts_equal_merge_index_and_read_back_whole(tmp_path):
                 writer.write(row)
     names = [str(tmp_path / "mds" / f"part-{part:05d}" / "index.json") for part in range(3)]
     merge_index(names, str(tmp_path / "theirs"), keep_local=True)
-    ours = merge_indexes([(f"part-{part:05d}", open(name, "rb").read()) for part, name in enumerate(names)])
+    ours = merge_indexes([(f"part-{part:05d}", Path(name).read_bytes()) for part, name in enumerate(names)])
     assert ours == (tmp_path / "theirs" / "index.json").read_text()
     (tmp_path / "mds" / "index.json").write_text(ours)
     dataset = StreamingDataset(local=str(tmp_path / "mds"), shuffle=False, batch_size=1)

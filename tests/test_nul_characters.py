@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import write_jsonl, think_all
+from tests.conftest import think_all, write_jsonl
 from tests.test_generate_openai import fault_config, fault_server  # noqa: F401 (a fixture)
 from tpt.config import SourceConfig
 from tpt.io.read import read_file

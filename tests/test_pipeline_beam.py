@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 
 import pytest
-from streaming import StreamingDataset, Stream
+from streaming import Stream, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 from tokenizers import Tokenizer
 
@@ -117,7 +117,7 @@ def test_bad_input_is_set_aside_counted_and_nothing_valid_is_lost(tmp_path):
     from tpt.run import execute
 
     config = load_config(tmp_path / "config.yaml").with_output_dir(str(tmp_path / "out"))
-    for attempt in range(2):  # a rerun into the same folder gives the same output, nothing twice
+    for _ in range(2):  # a rerun into the same folder gives the same output, nothing twice
         summary = execute(config, workers=2)
         streams, samples = read_streams(tmp_path / "out")
         ids = Counter(s["id"] for s in samples)

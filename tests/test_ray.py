@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.simulator import SimulatedServer
 from tests.conftest import ROOT, write_jsonl
+from tests.simulator import SimulatedServer
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
 from tpt.cli import main as cli

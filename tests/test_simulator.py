@@ -72,7 +72,6 @@ def test_lengths_are_lognormal_of_the_mean_capped_at_max_tokens():
 
 
 def test_the_server_process_ends_with_the_block_even_on_error():
-    with pytest.raises(RuntimeError, match="boom"):
-        with SimulatedServer(instant=True) as server:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), SimulatedServer(instant=True) as server:
+        raise RuntimeError("boom")
     assert server.process.poll() is not None

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulator import SimulatedServer
 from tests.conftest import ROOT, SLURM_CLUSTER, write_jsonl
+from tests.simulator import SimulatedServer
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
 from tests.test_ray import published_bytes

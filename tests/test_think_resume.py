@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import ROOT, write_jsonl, think_all
+from tests.conftest import ROOT, think_all, write_jsonl
 from tests.test_pipeline_beam import read_streams
 from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig, load_config

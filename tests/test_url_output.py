@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tpt.analysis.runs import load_run
 from tests.conftest import write_jsonl
 from tests.test_pipeline_beam import BAD_LINES, read_shards, read_streams
+from tpt.analysis.runs import load_run
 from tpt.classify.evaluation import read_sources
 from tpt.classify.labelset import LabelledDoc, label_row, read_labels, write_labels
 from tpt.classify.taxonomy import load_taxonomy

@@ -582,10 +582,10 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names of the section found by following `loc` from `model`."""
     annotation: Any = model
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int):  # an item of list[X]: X
             annotation = typing.get_args(annotation)[0]
-        else:
-            annotation = _model_of(annotation).model_fields[part].annotation
+            continue
+        annotation = _model_of(annotation).model_fields[part].annotation
     return list(_model_of(annotation).model_fields)
 
 

@@ -15,9 +15,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from tpt.engines.beam.transforms import REJECTS, ApplyStage, Deduplicate, KeepOnePerId, ReadFiles, WriteParts
-from tpt.run.registry import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
+from tpt.run.registry import LOCAL_WORKERS
 
 LOCAL_RUNNER = "DirectRunner"
 

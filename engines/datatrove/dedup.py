@@ -31,10 +31,10 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from tpt.dedup import EXACT, Deduplication, Duplicate, Edge, Member, decide
+from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
 from tpt.io.jsonlines import JsonLinesStore, Location
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
-from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
 from tpt.progress import Progress
 from tpt.run.failures import writing
 
@@ -63,10 +63,11 @@ class Sign(PipelineStep):
                 spill.write(line)
                 if is_reject(document):
                     continue
-                member, signature, by_part = None, None, defaultdict(list)
-                for bucket, (member, band_signature) in self.dedup.entries(from_document(document), where):
+                entries, by_part = self.dedup.entries(from_document(document), where), defaultdict(list)
+                for bucket, _ in entries:
                     by_part[part_of(bucket, self.tasks)].append(bucket)
-                    signature = signature or band_signature
+                member = entries[0][1][0] if entries else None
+                signature = next((signature for _, (_, signature) in entries if signature is not None), None)
                 for part, buckets in by_part.items():  # one line per document and bucket task: the member said once
                     if part not in files:
                         local = stack.enter_context(shuffle.staged_file(f"{BUCKETS}/{part_name(part)}/prepare-{rank:05d}.jsonl"))

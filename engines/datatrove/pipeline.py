@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-from tpt.io.publish import UNPUBLISHED
-from tpt.io.storage import Folder
 from tpt.engines.datatrove import executors
 from tpt.engines.datatrove.dedup import ApplyDedup, Cluster, Sign, VerifyBuckets
 from tpt.engines.datatrove.executors import BUCKETS_JOB, CLUSTERS_JOB, FINALIZE_JOB, JOBS, PREPARE_JOB, READ_JOB, STAGES_JOB, Job
@@ -23,10 +21,12 @@ from tpt.engines.datatrove.read import ReadSources
 from tpt.engines.datatrove.shuffle import GatherById, ScatterById
 from tpt.engines.datatrove.stage import ApplyStage
 from tpt.engines.datatrove.write import WriteParts
+from tpt.io.publish import UNPUBLISHED
+from tpt.io.storage import Folder
 from tpt.redact import redact
-from tpt.run.registry import LOCAL_WORKERS
 from tpt.run.failures import worker_failures
 from tpt.run.plan import RunPlan
+from tpt.run.registry import LOCAL_WORKERS
 
 log = logging.getLogger(__name__)
 

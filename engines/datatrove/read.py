@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.engines.datatrove.documents import to_document
 from tpt.config import SourceConfig
+from tpt.engines.datatrove.documents import to_document
 from tpt.io.read import read_file
 from tpt.progress import Progress
 from tpt.schema import Reject

@@ -18,11 +18,11 @@ from contextlib import ExitStack
 
 from datatrove.pipeline.base import PipelineStep
 
+from tpt.dedup.ids import keep_one
 from tpt.engines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
 from tpt.run.failures import writing
-from tpt.dedup.ids import keep_one
 
 
 class ScatterById(PipelineStep):

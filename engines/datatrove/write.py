@@ -11,8 +11,8 @@ from collections import defaultdict
 
 from datatrove.pipeline.base import PipelineStep
 
-from tpt.io.output import OutputLayout, part_name
 from tpt.engines.datatrove.documents import from_document, is_reject
+from tpt.io.output import OutputLayout, part_name
 from tpt.run.plan import RunPlan
 
 

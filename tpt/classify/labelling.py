@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from tpt.classify.bootstrap import ANNOTATOR, BootstrapAnnotator

@@ -74,6 +74,6 @@ def load_model(path: str, axis: str, taxonomy: str) -> AxisModel:
     return _load_model(path, axis, taxonomy, stamp)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_model(path: str, axis: str, taxonomy: str, stamp: int | None) -> AxisModel:
     return AxisModel(path, axis, load_taxonomy(taxonomy))

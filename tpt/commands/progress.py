@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from tpt.io.output import OutputLayout
-    from tpt.run.status import FAILED, DEAD, run_status
+    from tpt.run.status import DEAD, FAILED, run_status
 
     status = run_status(OutputLayout(args.output))
     if status is None:

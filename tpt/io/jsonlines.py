@@ -63,7 +63,7 @@ class JsonLinesStore:
         if self.folder.is_local:
             Path(self.folder.root).mkdir(parents=True, exist_ok=True)
             path = self.folder.path(f"{writer}.jsonl")
-            self._stream = open(path, "ab")
+            self._stream = open(path, "ab")  # noqa: SIM115  (the writer's, open until `close`)
             with open(path, "rb") as written:  # drop a last line cut short, so appends start on a fresh line
                 self._written = written.read().rfind(b"\n") + 1
             self._stream.truncate(self._written)

@@ -51,10 +51,10 @@ def write_part(layout: OutputLayout, source: str, part: str, records: Iterable[R
     """Write one MDS part of a source and its manifest rows; returns the number of samples."""
     records = sorted(records, key=lambda r: r.id)
     columns = {name: MDS_TYPES[name] for name in fields}
-    with layout.staged_folder(f"{layout.mds}/{source}/{part}") as directory:
-        with ShardWriter(directory, columns, output.compression, parse_size(output.size_limit)) as writer:
-            for record in records:
-                writer.write(mds_sample(record, fields))
+    with (layout.staged_folder(f"{layout.mds}/{source}/{part}") as directory,
+          ShardWriter(directory, columns, output.compression, parse_size(output.size_limit)) as writer):
+        for record in records:
+            writer.write(mds_sample(record, fields))
     layout.write_parquet(f"{layout.manifest_parts}/{source}/{part}.parquet", manifest_table(records))
     return len(records)
 

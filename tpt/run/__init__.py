@@ -15,8 +15,8 @@ def execute(config, engine: str = "beam", check: bool = True, **options: Any) ->
 
     The options are checked first, then the plan (`check`: its stages too, see RunPlan.build).
     """
-    from tpt.run.registry import engine as find
     from tpt.run.plan import RunPlan
+    from tpt.run.registry import engine as find
 
     chosen = find(engine)
     options = chosen.options_of(options)

@@ -17,8 +17,8 @@ from typing import Any
 
 from tpt.config import PipelineConfig
 from tpt.dedup import Deduplication
-from tpt.io.output import OutputLayout, write_part, write_rejects
 from tpt.io.lock import RunLock
+from tpt.io.output import OutputLayout, write_part, write_rejects
 from tpt.io.owned import check_owned, mark
 from tpt.io.publish import STAGING, recover, staged
 from tpt.io.read import list_inputs
@@ -27,7 +27,6 @@ from tpt.run.failures import writing
 from tpt.schema import Record, Reject
 from tpt.stages import build_stages, output_fields
 from tpt.stages.base import Stage
-
 
 DEDUP_AFTER = 1  # stages before text deduplication: truncate
 RUN = "tpt run"  # the owner of a run's output folder (tpt.io.owned)

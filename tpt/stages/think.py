@@ -25,13 +25,13 @@ from tokenizers import Tokenizer
 from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig
 from tpt.generate.answers import stored_bytes
+from tpt.generate.backend import Backend
 from tpt.generate.backends import build_backend
 from tpt.generate.cost import gpu_hours
 from tpt.generate.exactly_once import Answers, Claim
 from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
 from tpt.generate.samples import STAGE, Pending, SampleRules
 from tpt.generate.store import Location, ThinkingStore, read_entries
-from tpt.generate.backend import Backend
 from tpt.generate.window import Window
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.progress import Progress
