@@ -19,7 +19,8 @@ from tpt.analysis.estimate import write_sample
 from tpt.assets import tokenizer_file
 from tpt.classify.taxonomy import DEFAULT_PATH
 from tpt.cli import main
-from tpt.config import ConfigError, load_config
+from tpt.config import load_config
+from tpt.config_file import ConfigError
 from tpt.generate.budgets import Budget, Budgets
 from tpt.generate.prompts import PromptBuilder
 from tpt.generate.samples import SampleRules

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import DEMO_CONFIG, ROOT
-from tpt.config import ConfigError, load_config, parse_size
+from tpt.config import load_config, parse_size
+from tpt.config_file import ConfigError
 
 
 def write(tmp_path, text: str):

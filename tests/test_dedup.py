@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import write_jsonl
 from tests.corpora import plant_duplicates
 from tests.test_pipeline_beam import run_cli
-from tpt.config import ConfigError, DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
+from tpt.config import DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
+from tpt.config_file import ConfigError
 from tpt.dedup import Deduplication, Member, decide
 from tpt.dedup.clusters import Edge, near_edges
 from tpt.dedup.signature import digest, shingles

@@ -512,7 +512,7 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_left_to_the_backoff(fault
 
 def test_every_prefix_of_an_answer_closes_to_json_that_keeps_what_came_first():
     """An answer past its byte cap is cut there: what was read is closed into JSON, its text a prefix of the whole."""
-    from tpt.generate.backends.openai import close_cut_json
+    from tpt.generate.backends.openai_answers import close_cut_json
 
     content = 'she said "no" \\ then é\nand [braces] {too}, 12.5'
     answer = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": content},

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tpt.config import ConfigError, GenerateConfig, load_config
+from tpt.config import GenerateConfig, load_config
+from tpt.config_file import ConfigError
 from tpt.generate import postprocess
 from tpt.generate.backends import build_backend
 from tpt.generate.backends.vllm import completion, sampling_options

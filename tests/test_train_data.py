@@ -10,7 +10,7 @@ import torch
 from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
-from tpt.config import ConfigError, apply_override
+from tpt.config_file import ConfigError, apply_override
 from tpt.train.config import DatasetConfig, TokenizerConfig, load_train_config
 from tpt.train.data import START, DocumentStream, PackedSequences, build_documents, build_streams, pack, shuffle_blocks
 from tpt.train.model import build_tokenizer

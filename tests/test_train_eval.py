@@ -12,7 +12,7 @@ from composer.loggers import InMemoryLogger
 from streaming import StreamingDataset
 
 from tpt import cli
-from tpt.config import ConfigError
+from tpt.config_file import ConfigError
 from tpt.train.config import load_train_config
 from tpt.train.evaluate import read_eval_log
 from tpt.train.heldout import is_heldout, read_documents, write_heldout

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from tpt.config import Section, load_yaml_config
+from tpt.config import Section
+from tpt.config_file import load_yaml_config
 
 
 class ModelConfig(Section):

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import Field
 
-from tpt.config import Section, load_yaml_config
+from tpt.config import Section
+from tpt.config_file import load_yaml_config
 from tpt.train.evaluate import read_eval_log
 from tpt.train.heldout import is_heldout, read_documents, write_heldout
 
