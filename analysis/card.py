@@ -68,13 +68,20 @@ def licenses(config: PipelineConfig, sources: list[str]) -> dict[str, str]:
 def render_card(run: Run, config: PipelineConfig, statistics: dict[str, Any], tokens: dict[str, dict[str, int]],
                 written: dict[str, dict[str, Any]]) -> str:
     """The whole README.md: metadata, then the tables."""
+    metadata = _metadata(run, config, statistics, tokens, written)
+    header = "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=120) + "---\n"
+    return header + "\n" + _body(metadata, config, tokens, written)
+
+
+def _metadata(run: Run, config: PipelineConfig, statistics: dict[str, Any], tokens: dict[str, dict[str, int]],
+              written: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The card's YAML header: what the Hub reads (license, configs, size), and tpt's own section."""
     sources = list(written)
     source_licenses = licenses(config, sources)
     total = sum(w["samples"] for w in written.values())
     distinct = sorted(set(source_licenses.values()))
-    generate = config.generate
     classes = {axis: [{key: row[key] for key in ("class", *FIGURE4_COLUMNS)} for row in statistics["axes"][axis]] for axis in AXES}
-    metadata = {
+    return {
         "license": distinct[0] if len(distinct) == 1 else distinct,
         "pretty_name": f"{run.name}: thinking-augmented pre-training data",
         "tags": [TAG, "thinking-augmented-pretraining", "synthetic"],
@@ -94,7 +101,14 @@ def render_card(run: Run, config: PipelineConfig, statistics: dict[str, Any], to
             "config": run.summary.get("config") or config.model_dump(mode="json"),
         },
     }
-    header = "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=120) + "---\n"
+
+
+def _body(metadata: dict[str, Any], config: PipelineConfig, tokens: dict[str, dict[str, int]],
+          written: dict[str, dict[str, Any]]) -> str:
+    """The card's Markdown: how to load it, its columns, sources, teacher and Figure 4 tables, and the config."""
+    sources, tpt_section = list(written), metadata[TAG]
+    source_licenses = {source: tpt_section["sources"][source]["license"] for source in sources}
+    classes = tpt_section["classes"]
     first = sources[0] if sources else "SOURCE"
     parts = [
         f"# {_cell(metadata['pretty_name'])}\n",
@@ -112,7 +126,7 @@ def render_card(run: Run, config: PipelineConfig, statistics: dict[str, Any], to
                [(source, source_licenses[source], f"{written[source]['samples']:,}",
                  *(f"{tokens[source][key]:,}" for key in TOKEN_COLUMNS)) for source in sources]),
         "## Teacher and sampling\n",
-        _settings({**(metadata[TAG]["teacher"] or {}), **(metadata[TAG]["sampling"] or {})}) if generate
+        _settings({**(tpt_section["teacher"] or {}), **(tpt_section["sampling"] or {})}) if config.generate
         else "No thinking was generated: `text` is the document.\n",
         "## Thinking length by class (the paper's Figure 4)\n",
     ]
@@ -123,9 +137,9 @@ def render_card(run: Run, config: PipelineConfig, statistics: dict[str, Any], to
         parts += [f"### {axis}\n", _table(head, rows)]
     parts += [
         "## Pipeline config\n",
-        "```yaml\n" + yaml.safe_dump(metadata[TAG]["config"], sort_keys=False, allow_unicode=True) + "```\n",
+        "```yaml\n" + yaml.safe_dump(tpt_section["config"], sort_keys=False, allow_unicode=True) + "```\n",
     ]
-    return header + "\n" + "\n".join(parts)
+    return "\n".join(parts)
 
 
 def _teacher(config: PipelineConfig, summary: dict[str, Any]) -> dict[str, Any] | None:

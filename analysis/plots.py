@@ -25,6 +25,7 @@ DOCUMENT, THINKING = "#94a3b8", "#4f46e5"
 AXIS_COLORS = {"domain": "#4f46e5", "audience": "#0d9488", "reasoning": "#db2777"}
 LEVEL_COLORS = ("#f9a8d4", "#ec4899", "#be185d", "#6b0f3a")  # reasoning none .. advanced
 RUN_COLORS = ("#4f46e5", "#f59e0b", "#0d9488", "#db2777", "#64748b", "#84cc16", "#0ea5e9", "#b91c1c")
+POINT_ALPHA = 0.45  # scatter dots, so that overlapping ones show as darker
 AXIS_TITLES = {"domain": "Domain", "audience": "Audience", "reasoning": "Reasoning intensity"}
 
 matplotlib.rcParams.update({
@@ -133,7 +134,7 @@ def thinking_pairs(result: dict[str, Any]) -> Figure | None:
         top = max(max(xs), max(ys), 1)
         panel.plot([0, top], [0, top], color=MUTED, linewidth=1, linestyle="--", zorder=1, label="same length")
         drawn = f" ({len(xs):,} drawn)" if len(xs) < pair["both_thinking"] else ""
-        panel.scatter(xs, ys, s=9, alpha=0.45, color=run_color(names.index(pair["b"])), linewidths=0, zorder=2,
+        panel.scatter(xs, ys, s=9, alpha=POINT_ALPHA, color=run_color(names.index(pair["b"])), linewidths=0, zorder=2,
                       label=f"{pair['both_thinking']:,} shared samples with thinking{drawn}")
         panel.set_xlabel(f"thinking tokens in {_short(pair['a'])}")
         panel.set_ylabel(f"thinking tokens in {_short(pair['b'])}")

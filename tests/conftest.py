@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,42 @@ from tpt.config import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+
+
+class StreamingCleanups:
+    """Stands in for `atexit` in streaming's shared-memory module, to release a test's StreamingDatasets after it.
+
+    streaming registers each dataset's shared memory (the blocks it creates and those it attaches to) with
+    `atexit`, so a process holds it open until it exits, and each new dataset opens every block it finds: across a
+    whole session, thousands of open files. Here the cleanups wait in a list and run once the test is over; a block
+    a dataset still in use maps stays (closing it raises BufferError) until a later test ends.
+    """
+
+    def __init__(self):
+        self.pending: list = []
+
+    def register(self, cleanup, *args, **kwargs):
+        self.pending.append(cleanup)
+
+    def run(self) -> None:
+        waiting, self.pending = self.pending, []
+        for cleanup in waiting:
+            try:
+                cleanup()
+            except BufferError:
+                self.pending.append(cleanup)
+
+
+STREAMING_CLEANUPS = StreamingCleanups()
+
+
+@pytest.fixture(autouse=True)
+def streaming_shared_memory_released():
+    memory = sys.modules.get("streaming.base.shared.memory")
+    if memory is not None:
+        memory.atexit = STREAMING_CLEANUPS
+    yield
+    STREAMING_CLEANUPS.run()
 
 
 @pytest.fixture(scope="session")

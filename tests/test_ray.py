@@ -96,7 +96,8 @@ def test_a_finished_run_on_ray_reruns_as_a_no_op(local_and_ray, teacher, cluster
         return {p: p.stat().st_mtime_ns for p in files}
 
     before, asked = written(), teacher.stats()["requests"]
-    assert len([p for p in before if p.parent.name == "stats"]) == 2 * TASKS + 1  # every task of the three jobs
+    # every task of the six jobs: read, prepare, buckets and stages run TASKS tasks; clusters and finalize one
+    assert len([p for p in before if p.parent.name == "stats"]) == 4 * TASKS + 2
     assert execute(config, "datatrove", executor="ray", tasks=TASKS, address=cluster.address) == first
     assert written() == before
     assert teacher.stats()["requests"] == asked
@@ -217,8 +218,10 @@ print("ray" in sys.modules)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     jobs, imported = result.stdout.splitlines()[-2:]
-    assert ast.literal_eval(jobs) == [("read", 1, 2, 1.5, 0, "10.0.0.1:6379"), ("stages", 4, 2, 1.5, 1, "10.0.0.1:6379"),
-                                      ("finalize", 1, 2, 1.5, 0, "10.0.0.1:6379")]
+    address = "10.0.0.1:6379"
+    assert ast.literal_eval(jobs) == [("read", 1, 2, 1.5, 0, address), ("prepare", 4, 2, 1.5, 0, address),
+                                      ("buckets", 4, 2, 1.5, 0, address), ("clusters", 1, 2, 1.5, 0, address),
+                                      ("stages", 4, 2, 1.5, 1, address), ("finalize", 1, 2, 1.5, 0, address)]
     assert imported == "False"
 
 

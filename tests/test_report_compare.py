@@ -29,10 +29,10 @@ def compared(full_run, short_budget_run, tmp_path_factory):
     return runs, output, json.loads((output / "summary.json").read_text())
 
 
-def colored(png, color: str) -> int:
-    """Pixels of `color` (#rrggbb) in a PNG file."""
+def colored(png, color: str, alpha: float = 1.0) -> int:
+    """Pixels of `color` (#rrggbb), drawn with `alpha` on white, in a PNG file."""
     pixels = (imread(png)[:, :, :3] * 255).round().astype(int)
-    target = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    target = [alpha * int(color[i:i + 2], 16) + (1 - alpha) * 255 for i in (1, 3, 5)]
     return int(np.all(np.abs(pixels - target) <= 3, axis=-1).sum())
 
 
@@ -81,7 +81,7 @@ def test_pairwise_figures_match_the_manifests(compared):
     assert pair["shorter_in_b"] == pytest.approx((both[:, 1] < both[:, 0]).mean()) and pair["shorter_in_b"] > 0.5
     assert pair["correlation"] == pytest.approx(np.corrcoef(both[:, 0], both[:, 1])[0, 1])
     assert sorted(map(tuple, pair["points"])) == sorted(map(tuple, both.astype(int).tolist()))
-    assert colored(output / "thinking_pairs.png", plots.RUN_COLORS[1]) > 100
+    assert colored(output / "thinking_pairs.png", plots.RUN_COLORS[1], plots.POINT_ALPHA) > len(both)  # the dots drawn
 
 
 def test_labels_are_checked(full_run, short_budget_run, capsys):

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tokenizers import Tokenizer
@@ -159,61 +159,86 @@ class ThinkStream(StageStream):
         return [sample for (pending, _), entry in zip(resumed, entries) for sample in self.generation.rules.samples(pending, entry)]
 
 
+@dataclass
+class Tally:
+    """What a run's store entries add up to: requests, tokens, retries and repairs, in all and per server."""
+
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    generated: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retried: int = 0
+    characters_replaced: int = 0
+    repaired: Counter = field(default_factory=Counter)  # answers put right (tpt.generate.answers), by what was wrong
+    writers: set[str] = field(default_factory=set)
+    servers: defaultdict[str | None, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    @classmethod
+    def of(cls, store_dir: str, run_id: str) -> Tally:
+        tally = cls()
+        for writer, entry in read_entries(store_dir, run_id):
+            tally.add(writer, entry)
+        return tally
+
+    def add(self, writer: str, entry: dict[str, Any]) -> None:
+        if "started" in entry:
+            self.starts.append(entry["started"])
+            return
+        self.writers.add(writer)
+        self.ends.append(entry["t"])
+        self.retried += entry["retries"]
+        server = self.servers[entry.get("server")]
+        for url in entry.get("failed_at", ()):
+            self.servers[url]["failed_attempts"] += 1
+        if "error" in entry:
+            self.failed += 1
+            server["failed"] += 1
+            return
+        self.generated += 1
+        self.input_tokens += entry["prompt_tokens"]
+        self.output_tokens += entry["output_tokens"]
+        server["requests"] += 1
+        server["output_tokens"] += entry["output_tokens"]
+        self.repaired.update(name for name in REPAIRS if entry.get(name))
+        self.characters_replaced += entry.get("characters_replaced", 0)
+
+    @property
+    def seconds(self) -> float:
+        return max(self.ends) - min(self.starts) if self.ends else 0.0
+
+
 def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
     """Tokens, throughput, retries and failures of one run (in all and per server), and the device-hours the
     whole corpus would take at its rate."""
-    starts, ends, generated, failed = [], [], [], 0
-    input_tokens = output_tokens = retried = 0
-    repaired: Counter = Counter()  # answers put right (tpt.generate.answers), by what was wrong
-    replaced = 0
-    writers = set()
-    servers: defaultdict[str | None, Counter] = defaultdict(Counter)
-    for writer, entry in read_entries(store_dir, run_id):
-        if "started" in entry:
-            starts.append(entry["started"])
-            continue
-        writers.add(writer)
-        ends.append(entry["t"])
-        retried += entry["retries"]
-        server = servers[entry.get("server")]
-        for url in entry.get("failed_at", ()):
-            servers[url]["failed_attempts"] += 1
-        if "error" in entry:
-            failed += 1
-            server["failed"] += 1
-        else:
-            generated.append(entry["output_tokens"])
-            input_tokens += entry["prompt_tokens"]
-            output_tokens += entry["output_tokens"]
-            server["requests"] += 1
-            server["output_tokens"] += entry["output_tokens"]
-            repaired.update(name for name in REPAIRS if entry.get(name))
-            replaced += entry.get("characters_replaced", 0)
-    seconds = max(ends) - min(starts) if ends else 0.0
-    rate = output_tokens / seconds if seconds > 0 else None
+    tally = Tally.of(store_dir, run_id)
+    seconds = tally.seconds
+    rate = tally.output_tokens / seconds if seconds > 0 else None
     samples, reused = _samples_asked(layout)
     report: dict[str, Any] = {
         "backend": config.backend,
         "model": config.model,
-        "requests_generated": len(generated),
-        "requests_resumed": max(samples - len(generated) - failed, 0),
-        "requests_retried": retried,
-        "requests_failed": failed,
+        "requests_generated": tally.generated,
+        "requests_resumed": max(samples - tally.generated - tally.failed, 0),
+        "requests_retried": tally.retried,
+        "requests_failed": tally.failed,
         "samples_reusing_thinking": reused,  # copies of a kept document, written with its thinking (dedup reuse)
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
+        "input_tokens": tally.input_tokens,
+        "output_tokens": tally.output_tokens,
         "generation_seconds": round(seconds, 3),
         "output_tokens_per_second": round(rate, 2) if rate else None,
-        **{f"answers_{what}": repaired[name] for name, what in REPAIRS.items()},
-        "characters_replaced": replaced,
+        **{f"answers_{what}": tally.repaired[name] for name, what in REPAIRS.items()},
+        "characters_replaced": tally.characters_replaced,
     }
+    servers = tally.servers
     if servers.keys() - {None}:  # served over HTTP: each server's share
         report["servers"] = {url: {name: servers[url][name] for name in SERVER_COUNTS} | {
             "output_tokens_per_second": round(servers[url]["output_tokens"] / seconds, 2) if seconds > 0 else None}
             for url in sorted(filter(None, servers))}  # a request that failed before reaching a server names none
-    if rate and generated:
+    if rate and tally.generated:
         # every sample of the corpus at this run's mean thinking length and throughput
-        tokens, devices = samples * (output_tokens / len(generated)), build_backend(config).devices(len(writers))
+        tokens, devices = samples * (tally.output_tokens / tally.generated), build_backend(config).devices(len(tally.writers))
         report["estimated_hours_whole_corpus"] = round(gpu_hours(tokens, rate), 4)
         report["estimated_gpu_hours_whole_corpus"] = round(gpu_hours(tokens, rate, devices), 4)
         report["devices_assumed"] = devices
