@@ -92,35 +92,11 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
     saved = {"duplicates": 0.0, "thinking_tokens": [0.0, 0.0, 0.0], "prompt_tokens": [0.0, 0.0, 0.0]}
     scale = np.zeros(len(measured["source"]))  # corpus documents each sample stands for
     for source in config.sources:
-        documents = corpus[source.name]["documents"]
         read = run.summary.get("sources", {}).get(source.name, {}).get("read", 0) + (read_rejects or {}).get(source.name, 0)
-        mine = measured["source"] == source.name
-        if not mine.any() or not read:
-            raise AnalysisError(f"source {source.name!r}: the sample run {run.root} has no samples of it; "
-                                "run the sample over every source of the config")
-        samples = int(mine.sum())
-        kept = samples / read
-        scale[mine] = documents * kept / samples
-        entry = {
-            "documents": documents, "bytes": corpus[source.name]["bytes"], "sample_documents_read": read, "sample_samples": samples,
-            "kept_share": kept, "samples": documents * kept * float(measured["samples"][mine].mean()),
-            "thinking_tokens": _interval(documents * kept, measured["generated"][mine]),
-            "training_tokens": _interval(documents * kept, measured["training"][mine]),
-        }
-        copies = _duplicates(run, source.name)
-        if copies:
-            asked = mine & ~measured["copy"]
-            entry["duplicate_share"] = copies / read
-            entry["saved"] = {"thinking_tokens": _interval(documents * copies / read, measured["generated"][asked]),
-                              "prompt_tokens": _interval(documents * copies / read, measured["prompt"][asked])}
-            saved["duplicates"] += documents * copies / read
-            for key in ("thinking_tokens", "prompt_tokens"):
-                saved[key] = [a + b for a, b in zip(saved[key], entry["saved"][key])]
-        sources[source.name] = entry
-        totals["documents"] += documents
-        totals["samples"] += entry["samples"]
-        for key in ("thinking_tokens", "training_tokens"):
-            totals[key] = [a + b for a, b in zip(totals[key], entry[key])]
+        entry = sources[source.name] = _project_source(run, source.name, corpus[source.name], read, measured, scale)
+        _add(totals, entry, ("documents", "samples", "thinking_tokens", "training_tokens"))
+        if "saved" in entry:
+            _add(saved, entry["saved"], ("duplicates", "thinking_tokens", "prompt_tokens"))
     rate, rate_origin = tokens_per_second, "given"
     if rate is None:
         rate, rate_origin = _measured_rate(run), "measured: thinking tokens / wall seconds of the sample run"
@@ -134,6 +110,38 @@ def project(config: PipelineConfig, run: Run, corpus: dict[str, dict[str, int]],
     if train_tokens_per_second:
         result["training"] = _gpu_hours(totals["training_tokens"], train_tokens_per_second, "given")
     return result
+
+
+def _project_source(run: Run, name: str, corpus: dict[str, int], read: int, measured: dict[str, np.ndarray],
+                    scale: np.ndarray) -> dict[str, Any]:
+    """One source's projection from its `read` documents in the sample run; fills its samples' share of `scale`."""
+    documents, mine = corpus["documents"], measured["source"] == name
+    if not mine.any() or not read:
+        raise AnalysisError(f"source {name!r}: the sample run {run.root} has no samples of it; "
+                            "run the sample over every source of the config")
+    samples = int(mine.sum())
+    kept = samples / read
+    scale[mine] = documents * kept / samples
+    entry = {
+        "documents": documents, "bytes": corpus["bytes"], "sample_documents_read": read, "sample_samples": samples,
+        "kept_share": kept, "samples": documents * kept * float(measured["samples"][mine].mean()),
+        "thinking_tokens": _interval(documents * kept, measured["generated"][mine]),
+        "training_tokens": _interval(documents * kept, measured["training"][mine]),
+    }
+    copies = _duplicates(run, name)
+    if copies:
+        asked, share = mine & ~measured["copy"], copies / read
+        entry["duplicate_share"] = share
+        entry["saved"] = {"duplicates": documents * share,
+                          "thinking_tokens": _interval(documents * share, measured["generated"][asked]),
+                          "prompt_tokens": _interval(documents * share, measured["prompt"][asked])}
+    return entry
+
+
+def _add(totals: dict[str, Any], entry: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Sum `entry`'s `keys` into `totals`: numbers, and (low, estimate, high) intervals element by element."""
+    for key in keys:
+        totals[key] = [a + b for a, b in zip(totals[key], entry[key])] if isinstance(totals[key], list) else totals[key] + entry[key]
 
 
 def _duplicates(run: Run, source: str) -> int:
