@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -51,6 +52,21 @@ def streaming_shared_memory_released():
         memory.atexit = STREAMING_CLEANUPS
     yield
     STREAMING_CLEANUPS.run()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the threads of every StreamingDataset a test stopped reading mid-epoch.
+
+    The interpreter joins them as it exits, and streaming's ready thread, waiting for a shard, looks only at the
+    dataset's failure event, not at whether the process is exiting: if its download thread has already stopped,
+    the exit would wait forever. The failure event stops both.
+    """
+    streaming = sys.modules.get("streaming")
+    if streaming is None:
+        return
+    for dataset in gc.get_objects():
+        if isinstance(dataset, streaming.StreamingDataset) and hasattr(dataset, "_event"):
+            dataset._event.set()
 
 
 @pytest.fixture(scope="session")
