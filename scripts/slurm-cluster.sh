@@ -114,16 +114,16 @@ stop() {
     for pidfile in "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid"; do
         alive "$pidfile" || continue
         pid=$(cat "$pidfile")
-        kill "$pid"
+        $SUDO kill "$pid"
         local deadline=$((SECONDS + 15))
         while running "$pid"; do
-            [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
+            [ $SECONDS -lt $deadline ] || { $SUDO kill -9 "$pid" 2>/dev/null || true; break; }
             sleep 0.2
         done
         rm -f "$pidfile"
     done
     if [ -f "$DIR/run/started-munged" ] && [ -f /run/munge/munged.pid ]; then
-        kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+        $SUDO kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
         rm -f "$DIR/run/started-munged"
     fi
     say "stopped"
@@ -137,7 +137,7 @@ kill_node() {
     for job in $jobs; do  # each step's slurmstepd and what it started
         for step in $(pgrep -f "^slurmstepd: \[$job\."); do pids+=($(tree "$step")); done
     done
-    kill -9 "${pids[@]}" 2>/dev/null || true
+    $SUDO kill -9 "${pids[@]}" 2>/dev/null || true
     rm -f "$DIR/run/slurmd-$node.pid"
     say "killed node $node (slurmd and ${#pids[@]} processes of jobs: ${jobs//$'\n'/ })"
 }
