@@ -4,6 +4,7 @@ and servers listed in `generate.openai.base_urls_file` come and go while request
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.simulator import SimulatedServer
 from tests.test_generate_openai import SERVED, FaultInjectionServer
 from tpt.cli import main as cli
@@ -18,17 +20,6 @@ from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.routing import REREAD_SECONDS
 from tpt.generate.types import Completion, Request
-
-DEADLINE = 60.0  # seconds for a condition the tests wait on
-
-
-def wait_until(condition, what: str, deadline: float = DEADLINE) -> float:
-    """Wait for `condition()` to hold; returns the time.monotonic() it was seen holding."""
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, f"not within {deadline:g} s: {what}"
-        time.sleep(0.01)
-    return time.monotonic()
 
 
 class HoldingServer(FaultInjectionServer):
@@ -184,6 +175,29 @@ def test_an_empty_servers_file_holds_requests_until_a_server_is_listed(tmp_path)
         finally:
             backend.close()
         assert {c.finish_reason for c in feeder.completions} == {"stop"}
+
+
+def test_a_listed_servers_credentials_are_never_logged(tmp_path, caplog):
+    """A servers file may list a URL with a user and password: the status line, the file's added and removed lines
+    and the completions name the server with them redacted."""
+    servers = tmp_path / "servers.txt"
+    with SimulatedServer(slots=4, instant=True) as server:
+        write_servers(servers, server.url.replace("http://", "http://alice:s3cr3t@"))
+        backend = build_backend(GenerateConfig(backend="openai", model="teacher", openai={"base_urls_file": str(servers)}))
+        with caplog.at_level(logging.INFO, logger="tpt"):
+            backend.setup()
+            try:
+                feeder = Feeder(backend, window=2, total=2)
+                wait_until(lambda: feeder.answered() == 2, "the two requests answered")
+                status = backend.router.line()
+                write_servers(servers, server.url)
+                wait_until(lambda: "server removed" in caplog.text, "the credentialed URL removed")
+            finally:
+                backend.close()
+    shown = server.url.replace("http://", "http://***@")
+    assert status.startswith(f"{shown}: ") and {c.server for c in feeder.completions} == {shown}
+    assert f"server removed: {shown}" in caplog.text and f"server added: {server.url}" in caplog.text
+    assert "s3cr3t" not in caplog.text + status and "alice" not in caplog.text + status
 
 
 def test_base_urls_and_base_urls_file_together_are_refused_naming_both(tmp_path, capsys):

@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from tpt.io.storage import Folder
+from tpt.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ REREAD_SECONDS = 2.0  # how often a servers file is read again: a new server get
 @dataclass
 class Server:
     url: str
+    shown: str = field(init=False)  # the URL as logs and stored results name it: its credentials redacted
     in_flight: int = 0
     finished: int = 0
     failures: int = 0  # failed attempts (each retry counts)
@@ -41,13 +43,16 @@ class Server:
     probing: bool = False  # a probe request is out: no other request until it answers
     started: float = field(default_factory=time.monotonic)
 
+    def __post_init__(self):
+        self.shown = redact(self.url)
+
     def usable(self, now: float) -> bool:
         return not self.probing and self.set_aside_until <= now
 
     def describe(self, now: float) -> str:
         rate = self.output_tokens / max(now - self.started, 1e-9)
         state = f", set aside {self.set_aside_until - now:.0f} s more" if self.set_aside_until > now else ""
-        return f"{self.url}: {self.in_flight} in flight, {rate:,.0f} tokens/s, {self.finished:,} done, {self.failures:,} failed{state}"
+        return f"{self.shown}: {self.in_flight} in flight, {rate:,.0f} tokens/s, {self.finished:,} done, {self.failures:,} failed{state}"
 
 
 class NoServer(Exception):
@@ -168,6 +173,6 @@ class ServersFile:
             failing = False
             added, removed = router.update(urls)
             for url in added:
-                log.info("%s: server added: %s", self.location, url)
+                log.info("%s: server added: %s", self.location, redact(url))
             for url in removed:
-                log.info("%s: server removed: %s (its requests in flight finish, or are retried on another)", self.location, url)
+                log.info("%s: server removed: %s (its requests in flight finish, or are retried on another)", self.location, redact(url))

@@ -137,7 +137,7 @@ class OpenAIBackend(Backend):
     async def _preflight(self) -> None:
         """Fail at once, naming the URL, when a server is unreachable, answers no model list, or does not serve `model`."""
         for server in self.router.servers:
-            shown = redact(server.url)
+            shown = server.shown
             try:
                 async with self._session.get(f"{server.url}/models", timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT)) as response:
                     if response.status != 200:
@@ -175,7 +175,7 @@ class OpenAIBackend(Backend):
         if time.monotonic() - self._logged_at >= LOG_INTERVAL:
             self._logged_at = time.monotonic()
             log.info("openai: %d in flight, %d retries, %d failed | %s",
-                              len(self._tasks), self.retried, self.failed, redact(self.router.line()))
+                              len(self._tasks), self.retried, self.failed, self.router.line())
 
     async def _with_retries(self, request: Request) -> Completion:
         endpoint = "chat/completions" if request.messages is not None else "completions"
@@ -188,7 +188,7 @@ class OpenAIBackend(Backend):
                 completion = failed(request, f"generate.openai.base_urls_file {self.config.openai.base_urls_file}: {error}", attempt)
                 completion.failed_at = failed_at
                 return completion
-            shown = redact(server.url)
+            shown = server.shown
             try:
                 completion = await self._post(f"{server.url}/{endpoint}", f"{shown}/{endpoint}", body, request)
             except PermanentError as error:
