@@ -153,15 +153,15 @@ def test_publish_to_a_bucket_reads_back(full_run, published, gcs_bucket, capsys)
 
 
 def test_the_recorded_config_keeps_no_password(full_run):
-    """summary.json records the run's config for the card, with any user name and password in a URL left out."""
+    """summary.json records the run's config for the card, with the credentials of any URL in it redacted."""
     from tpt.config import PipelineConfig
     from tpt.io.finalize import recorded_config
 
     config = full_run[0]
     secret = config.model_copy(update={"generate": config.generate.model_copy(update={"openai": config.generate.openai.model_copy(
-        update={"base_urls": ["https://alice:s3cr3t@gpu-1:8000/v1", "http://gpu-2:8000/v1"]})})})
+        update={"base_urls": ["https://alice:s3cr3t@gpu-1:8000/v1", "http://gpu-2:8000/v1?api_key=k3y"]})})})
     recorded = recorded_config(secret)
-    assert "s3cr3t" not in json.dumps(recorded) and "alice" not in json.dumps(recorded)
-    assert recorded["generate"]["openai"]["base_urls"] == ["https://gpu-1:8000/v1", "http://gpu-2:8000/v1"]
+    assert "s3cr3t" not in json.dumps(recorded) and "alice" not in json.dumps(recorded) and "k3y" not in json.dumps(recorded)
+    assert recorded["generate"]["openai"]["base_urls"] == ["https://***@gpu-1:8000/v1", "http://gpu-2:8000/v1?api_key=***"]
     assert PipelineConfig.model_validate(recorded).generate.separator == config.generate.separator
     assert full_run[1]["config"] == recorded_config(config)  # what the run wrote

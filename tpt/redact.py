@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 
 # scheme://userinfo@ up to the host's last `@` (a password with an unescaped `@` is still hidden whole)
+# A URL ends at a quote (a URL escapes its own), so a URL inside JSON text is redacted and the JSON stays whole.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#\"]*@")
 _SECRET_PARAMETER = re.compile(
-    r"(?P<name>[?&][^=&#\s]*(?:key|token|secret|passw|pwd|auth|sig|credential)[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
+    r"(?P<name>[?&][^=&#\s\"]*(?:key|token|secret|passw|pwd|auth|sig|credential)[^=&#\s\"]*=)[^&#\s\"]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from tpt.config import PipelineConfig
 from tpt.io.mds import merge_indexes
 from tpt.io.output import OutputLayout, merge_manifest, read_rejects
 from tpt.io.publish import publish, staged
+from tpt.redact import redact
 from tpt.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,8 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Repo
 
 def recorded_config(config: PipelineConfig) -> dict[str, Any]:
     """The config a run was made with, for its summary (`tpt publish` puts it on the dataset card): every key,
-    with any user name and password in a URL (https://user:token@host) left out."""
-    text = json.dumps(config.model_dump(mode="json"))
-    return json.loads(re.sub(r"(\w+://)[^/@\s\"]+@", r"\1", text))
+    with the credentials of any URL in it (https://user:token@host, ?api_key=...) redacted (tpt.redact)."""
+    return json.loads(redact(json.dumps(config.model_dump(mode="json"))))
 
 
 def merge_mds_indexes(layout: OutputLayout) -> None:
