@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_generate [--backend transformers|openai] [--documents 32] [--max-new-tokens 32]
 
-transformers: the stage (`Think.process`: prompts, backend, post-processing,
+transformers: the stage (a `Think` stream: prompts, backend, post-processing,
 store appends, token counts) against a bare loop of batched, left-padded
 `model.generate` over the same prompts, sorted by length, same micro-batch and
 seeds. openai: the stage against raw concurrent aiohttp requests with the same

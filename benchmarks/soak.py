@@ -293,7 +293,7 @@ def run_once(soak: Soak, kill: bool) -> Run:
         with open(run.log, "w") as log:
             process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
             run.outcome, run.seconds = watch(process, trigger, soak.out, len(soak.ids))
-        run.asked = server.settled_requests(longest=QUIET)
+        run.asked = server.settled_requests(longest=QUIET, timeout=SETTLE_TIMEOUT)
     finally:
         server.__exit__()
     run.stored_after = len(stored(soak.out))

@@ -73,8 +73,3 @@ class Signer:
             self._minhash = MinHash(num_perm=self.config.permutations, seed=self.config.seed,
                                     hashfunc=xxhash.xxh32_intdigest, scheme="affine32")
         return self._minhash.copy()
-
-
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """The estimated Jaccard similarity of two signatures: the share of permutations whose minimum agrees."""
-    return np.count_nonzero(a == b) / len(a)

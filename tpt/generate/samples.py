@@ -72,11 +72,6 @@ class SampleRules:
             pending.append(Pending(record, request, fingerprint(self.config, request, sample), sample))
         return pending
 
-    def sample_ids(self, record: Record) -> list[str]:
-        """The ids of the samples a record becomes, its copies' included."""
-        samples = self.budgets.of(record).samples_per_document
-        return [rid for document in (record, *record.copies) for rid in sample_ids(document.id, samples)]
-
     def entry(self, pending: Pending, completion: Completion) -> dict[str, Any]:
         """What is stored of an answer: the text, why it stopped and its token counts, or why it failed."""
         entry = {"id": completion.id, "key": pending.fingerprint, "retries": completion.retries, "t": time.time()}

@@ -165,5 +165,5 @@ class TrainConfig(Section):
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """A training YAML with the command line's `key=value` overrides (tpt.config.load_yaml_config)."""
+    """A training YAML with the command line's `key=value` overrides (tpt.config_file.load_yaml_config)."""
     return load_yaml_config(path, TrainConfig, overrides, kind="training")

@@ -47,7 +47,7 @@ class ExperimentConfig(Section):
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """An experiment YAML with the command line's `key=value` overrides (tpt.config.load_yaml_config)."""
+    """An experiment YAML with the command line's `key=value` overrides (tpt.config_file.load_yaml_config)."""
     return load_yaml_config(path, ExperimentConfig, overrides, kind="experiment")
 
 
