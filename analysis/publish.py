@@ -159,7 +159,7 @@ class _SourceFiles:
         self.pending_bytes = 0
 
     def add(self, table: pa.Table) -> None:
-        rows = _rows_within(table, self.row_group_bytes)
+        rows = rows_within(table, self.row_group_bytes)
         for start in range(0, table.num_rows, rows):
             piece = table.slice(start, rows)
             if self.pending and self.pending_bytes + piece.nbytes > self.row_group_bytes:
@@ -185,7 +185,7 @@ class _SourceFiles:
             self.writer = None
 
 
-def _rows_within(table: pa.Table, limit: int) -> int:
+def rows_within(table: pa.Table, limit: int) -> int:
     """Rows of `table` that fit in `limit` bytes on average (at least one)."""
     return max(1, int(table.num_rows * limit / max(table.nbytes, 1)))
 

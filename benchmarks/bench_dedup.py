@@ -35,11 +35,10 @@ import warnings
 from pathlib import Path
 
 from benchmarks.bench_cpu_stages import fastest
-from tests.corpora import plant_duplicates, write_corpus
+from tests.corpora import jaccard, plant_duplicates, write_corpus
 from tests.simulator import SimulatedServer
 from tpt.config import DedupConfig, GenerateConfig, PipelineConfig, SourceConfig
 from tpt.dedup import Deduplication
-from tpt.dedup.signature import shingles
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.run import execute
 from tpt.schema import Record
@@ -86,11 +85,6 @@ def signature_rates(documents: int, rounds: int) -> dict[str, float]:
         seconds = fastest({"tpt": (ours, None, documents), "datatrove": (datatrove, None, documents)}, rounds, Path(tmp),
                           clock=time.process_time)
     return {name: documents / took for name, took in seconds.items()}
-
-
-def jaccard(a: str, b: str) -> float:
-    left, right = set(shingles(a, 5)), set(shingles(b, 5))
-    return len(left & right) / len(left | right)
 
 
 def quality(originals: int, folder: Path) -> dict:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.bench_cpu_stages import fastest
 from tests.synthetic_run import write_run
-from tpt.analysis.publish import ROW_GROUP_BYTES, WRITE_OPTIONS, publish, publishable
+from tpt.analysis.publish import ROW_GROUP_BYTES, WRITE_OPTIONS, publish, publishable, rows_within
 from tpt.analysis.runs import load_run
 from tpt.analysis.samples import separator, source_shards
 from tpt.io.mds import read_shards
@@ -40,8 +40,7 @@ def run_tpt(run, out: Path) -> int:
 
 def run_bare(table: pa.Table, out: Path) -> int:
     out.mkdir(parents=True)
-    rows = max(1, int(table.num_rows * ROW_GROUP_BYTES / max(table.nbytes, 1)))
-    pq.write_table(table, out / "data.parquet", row_group_size=rows, **WRITE_OPTIONS)
+    pq.write_table(table, out / "data.parquet", row_group_size=rows_within(table, ROW_GROUP_BYTES), **WRITE_OPTIONS)
     return table.num_rows
 
 
@@ -54,7 +53,7 @@ def run_bare_from_shards(run, out: Path) -> int:
     for source in source_shards(run):
         samples = [dict(sample) for sample in StreamingDataset(local=f"{run.location}/mds/{source}", shuffle=False, batch_size=1)]
         table = pa.Table.from_pylist(samples)
-        pq.write_table(table, out / f"{source}.parquet", row_group_size=max(1, int(table.num_rows * ROW_GROUP_BYTES / table.nbytes)),
+        pq.write_table(table, out / f"{source}.parquet", row_group_size=rows_within(table, ROW_GROUP_BYTES),
                        **WRITE_OPTIONS)
         rows += table.num_rows
     return rows

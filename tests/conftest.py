@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ from tpt.config import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+
+
+def wait_until(condition, what: str, deadline: float = 60.0, every: float = 0.01) -> float:
+    """Poll `condition()` every `every` seconds until it holds, failing after `deadline` seconds with `what` was
+    awaited; returns the time.monotonic() it was seen holding."""
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, f"not within {deadline:g} s: {what}"
+        time.sleep(every)
+    return time.monotonic()
 
 
 class StreamingCleanups:

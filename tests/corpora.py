@@ -7,6 +7,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tpt.dedup.signature import shingles
+
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 
 
@@ -96,3 +98,9 @@ def near_copy(text: str, rng: random.Random, vocabulary: list[str]) -> str:
     if near.startswith(COOKIES):
         return near.removeprefix(f"{COOKIES}\n")
     return f"Posted on 2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}\n{near}"
+
+
+def jaccard(a: str, b: str) -> float:
+    """The true Jaccard similarity of two texts' shingles (the word 5-grams near-duplicate detection compares)."""
+    left, right = set(shingles(a, 5)), set(shingles(b, 5))
+    return len(left & right) / len(left | right)

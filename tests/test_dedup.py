@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import write_jsonl
-from tests.corpora import plant_duplicates
+from tests.corpora import jaccard, plant_duplicates
 from tests.test_pipeline_beam import run_cli
 from tpt.config import DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
 from tpt.config_file import ConfigError
@@ -93,12 +93,6 @@ def test_clusters_equal_datasketch_minhash_lsh_on_the_same_texts():
     similar = [pair for pair in planted.near if jaccard(*(texts[key] for key in pair)) >= 0.9]
     assert len(similar) >= 5 and all(any(set(pair) <= cluster for cluster in ours) for pair in [*planted.exact, *similar])
     assert max(map(len, ours)) >= 3  # a bucket holds more than a pair
-
-
-def jaccard(a: str, b: str) -> float:
-    """The true Jaccard similarity of two texts' shingles."""
-    left, right = set(shingles(a, 5)), set(shingles(b, 5))
-    return len(left & right) / len(left | right)
 
 
 def member(key: str, source: str, weight: float, text: str = "") -> Member:

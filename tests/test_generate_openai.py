@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from tests.conftest import think_all, write_jsonl
+from tests.conftest import think_all, wait_until, write_jsonl
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
@@ -433,13 +433,6 @@ def test_a_model_list_that_is_not_one_is_a_one_line_error(fault_server, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def wait_for(condition, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("action", ["endless-json", "endless-sse"])
 def test_an_answer_that_never_ends_is_cut_at_its_byte_cap_and_never_read_whole(fault_server, action):
     """A server that ignores max_tokens: the client stops reading at the budget's byte cap and keeps what it read."""
@@ -447,7 +440,7 @@ def test_an_answer_that_never_ends_is_cut_at_its_byte_cap_and_never_read_whole(f
 
     server = fault_server([action])
     (completion,), _ = generate(fault_config(server.url, max_new_tokens=16), [Request("a", messages=({"role": "user", "content": "doc"},))])
-    wait_for(lambda: server.endless[-1] != "writing")
+    wait_until(lambda: server.endless[-1] != "writing", "the endless answer's connection closed", deadline=30)
     assert server.endless == ["cut off"]  # the client hung up: the body was never held whole
     assert (completion.over_budget, completion.finish_reason, completion.error) == (True, "length", None)
     assert completion.text.startswith("more words more words") and len(completion.text.encode()) <= answer_bytes(16)

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from loguru import logger as loguru  # datatrove's log
 
-from tests.conftest import write_jsonl
-from tests.test_generate_openai import SERVED, FaultInjectionServer, free_port, wait_for
+from tests.conftest import wait_until, write_jsonl
+from tests.test_generate_openai import SERVED, FaultInjectionServer, free_port
 from tpt.cli import main as cli
 from tpt.config import GenerateConfig, PipelineConfig, load_config
 from tpt.generate.answers import stored_bytes
@@ -260,7 +260,7 @@ def hostile_run(request, tmp_path_factory):
         config = config_of(folder, server.url, documents(ANSWERS, "fuzz"))
         with logs_of_the_run() as logs:
             summary = execute(load(config, folder / "out"), request.param, workers=1)
-        wait_for(lambda: "writing" not in server.endless)
+        wait_until(lambda: "writing" not in server.endless, "every endless answer's connection closed", deadline=30)
         yield request.param, config, folder / "out", summary, logs.getvalue(), server
     finally:
         server.close()

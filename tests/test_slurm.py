@@ -9,6 +9,7 @@ and written once; and teacher servers started as Slurm jobs come and go while a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import conftest
 from tests.conftest import ROOT, SLURM_CLUSTER, write_jsonl
 from tests.simulator import SimulatedServer
 from tests.test_datatrove import outputs
@@ -37,16 +39,10 @@ from tpt.slurm import still_queued
 
 TASKS = 2  # per job: one on each node
 TIMEOUT = 300  # seconds for a condition the tests wait on
+wait_until = functools.partial(conftest.wait_until, deadline=TIMEOUT, every=0.1)  # conditions ask squeue or read the store
 SLURM = {"partition": "debug", "time": "00:20:00"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a run that hangs fails the test instead of the suite
-
-
-def wait_until(condition, what: str, deadline: float = TIMEOUT) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, f"not within {deadline:g} s: {what}"
-        time.sleep(0.1)
 
 
 def submit(config_path: Path, out: Path, *args: str) -> dict[str, list[str]]:
