@@ -76,6 +76,19 @@ def test_demo_outputs_equal_beam_outputs(beam_and_datatrove):
     assert summary["engine"] == {"name": "datatrove", "executor": "local", "tasks": datatrove_config.output.parts, "workers": 2}
 
 
+def test_one_worker_and_one_task_write_what_beam_writes(full_run, tmp_path):
+    """With one local worker datatrove runs the tasks in the driver, then copies the plan, its stages set up, for
+    the next job: each stage pickles as its configuration only (a loaded fastText model, a backend's threads and
+    connections do not pickle)."""
+    beam_config, _ = full_run
+    config = beam_config.with_output_dir(str(tmp_path / "one worker"))
+    summary = execute(config, "datatrove", tasks=1, workers=1)
+    beam, ours = outputs(beam_config.output.dir), outputs(config.output.dir)
+    assert summary["totals"]["written"] == len(beam["samples"]) > 0
+    for key in ("samples", "manifest", "rejects"):
+        assert ours[key] == beam[key], key
+
+
 def test_tasks_write_a_url_output_that_equals_a_local_one(beam_and_datatrove, gcs_bucket, tmp_path):
     """To gs:// (a local Cloud Storage server): the MDS parts, rejects, shuffle files and datatrove's own logs."""
     _, local_config, _ = beam_and_datatrove

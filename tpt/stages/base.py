@@ -47,6 +47,12 @@ class StageStream:
 
 class Stage:
     name: ClassVar[str]
+    worker_state: ClassVar[tuple[str, ...]] = ()  # the attributes `setup` fills, in the worker's process
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Configuration only: what `setup` loaded or opened (models, a backend's threads and connections) belongs to
+        its process, and with one local worker datatrove sets the stages up in the driver, then copies the plan."""
+        return {**self.__dict__, **dict.fromkeys(self.worker_state)}
 
     @property
     def adds(self) -> tuple[str, ...]:

@@ -21,12 +21,13 @@ from tpt.stages.base import BatchStage
 
 class Classify(BatchStage):
     name: ClassVar[str] = "classify"
+    worker_state = ("_loaded",)
 
     def __init__(self, config: ClassifyConfig):
         self.taxonomy = config.taxonomy
         self.models = {axis: getattr(config.models, axis) for axis in AXES}  # specs: resolved where the stage runs
         self.batch_size = config.batch_size
-        self._loaded: dict[str, AxisModel] | None = None  # by `setup`, in each worker: fastText models do not pickle
+        self._loaded: dict[str, AxisModel] | None = None  # by `setup`, in each worker (fastText models do not pickle)
 
     def check(self) -> None:
         """Every model loads and labels with the taxonomy's labels: a missing or wrong model fails before the run."""

@@ -46,6 +46,7 @@ RESUMED_PER_READ = 256  # stored answers read back in one call (one ranged read 
 
 class Think(Stage):
     name: ClassVar[str] = STAGE
+    worker_state = ("_generation",)
 
     def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None):
         if not output_dir:
@@ -55,11 +56,6 @@ class Think(Stage):
         self.store_dir = OutputLayout(output_dir).url_of(STORE)
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._generation: Generation | None = None  # set up in each worker
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Configuration only: what `setup` opened (a backend's thread and connections, locks) belongs to its process,
-        and one local worker sets the stage up in the driver, which copies it for the next job."""
-        return {**self.__dict__, "_generation": None}
 
     def check(self) -> None:
         """The prompt template exists, and the backend can answer (every server, for the openai backend)."""

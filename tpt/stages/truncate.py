@@ -37,6 +37,7 @@ class Span(NamedTuple):
 
 class Truncate(BatchStage):
     name: ClassVar[str] = "truncate"
+    worker_state = ("_encoder",)
 
     def __init__(self, tokenizer: str, max_doc_tokens: int, batch_size: int = 256):
         self.tokenizer = tokenizer
