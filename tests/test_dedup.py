@@ -124,6 +124,22 @@ def test_every_pair_of_a_bucket_is_verified_not_only_those_with_its_first_member
     assert {(edge.a.id, edge.b.id, round(edge.similarity, 2)) for edge in edges} == {("a", "b", 0.82), ("b", "c", 0.82)}
 
 
+def test_a_large_bucket_compares_each_member_with_the_first_by_rank(monkeypatch):
+    """Past PAIRWISE members a bucket compares each with the first PAIRWISE by rank only: those must be the highest
+    ranked, once same-text copies are left to exact deduplication. Here PAIRWISE is 1: a, first by rank, must meet
+    d, which is like it and unlike b, though c, a copy of a's text, ranks between them."""
+    import numpy as np
+
+    from tpt.dedup import clusters
+
+    monkeypatch.setattr(clusters, "PAIRWISE", 1)
+    like, unlike = np.arange(112, dtype=np.uint32), np.arange(112, dtype=np.uint32) + 1000
+    a, b, c, d = member("a", "web", 1.0, "one text"), member("b", "web", 1.0), member("c", "web", 1.0, "one text"), member("d", "web", 1.0)
+    edges = near_edges([(d, like.tobytes()), (c, like.tobytes()), (b, unlike.tobytes()), (a, like.tobytes())],
+                       threshold=0.8, one_per_digest=True)
+    assert {(edge.a.id, edge.b.id) for edge in edges} == {("a", "d")}
+
+
 @pytest.mark.parametrize("minhash, key", [
     ({"num_perm": 100}, "dedup.minhash.num_perm: must equal num_buckets x hashes_per_bucket = 14 x 8 = 112, got 100"),
     ({"num_buckets": 10, "hashes_per_bucket": 4, "num_perm": 112}, "dedup.minhash.num_perm: must equal"),

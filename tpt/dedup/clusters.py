@@ -67,8 +67,11 @@ def near_edges(entries: list[tuple[Member, bytes]], threshold: float, one_per_di
     uint32 values). With `one_per_digest` (exact deduplication links same-text copies already), one member per
     digest takes part."""
     entries = sorted(entries, key=lambda entry: entry[0].rank)
-    if one_per_digest:
-        entries = list({member.digest: (member, signature) for member, signature in reversed(entries)}.values())[::-1]
+    if one_per_digest:  # the first by rank of each digest, in rank order
+        firsts: dict[str, tuple[Member, bytes]] = {}
+        for member, signature in entries:
+            firsts.setdefault(member.digest, (member, signature))
+        entries = list(firsts.values())
     if len(entries) < 2:
         return []
     signatures = np.frombuffer(b"".join(signature for _, signature in entries), dtype=np.uint32).reshape(len(entries), -1)
