@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_dedup [--documents 400] [--originals 300] [--rounds 3]
 
-Signatures: documents/s per core of tpt's `Deduplication.entries` (digest,
+Signatures: documents/s per core of tpt's `Deduplication.sign` (digest,
 MinHash signature, LSH band keys) on ~2k-token documents of the demo's real
 text, against datatrove's `MinhashDedupSignature` (`get_shingles` +
 `get_signature`, its default 5-grams, 14 x 8 hashes) on the same documents in
@@ -72,11 +72,11 @@ def signature_rates(documents: int, rounds: int) -> dict[str, float]:
         texts = [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")]
     records = [Record(f"doc-{i}", "bench", text) for i, text in enumerate(texts)]
     dedup = Deduplication(DedupConfig(), {"bench": 1.0}, thinks=False)
-    dedup.entries(records[0])  # datasketch imported outside the clock
+    dedup.sign(records[0])  # datasketch imported outside the clock
     theirs = datatrove_signer()
 
     def ours(_inputs: None, _out: Path) -> int:
-        return sum(len(dedup.entries(record)) > 0 for record in records)
+        return sum(len(dedup.sign(record).buckets) > 0 for record in records)
 
     def datatrove(_inputs: None, _out: Path) -> int:
         return sum(len(theirs(text)) > 0 for text in texts)

@@ -36,7 +36,7 @@ def in_process(dedup: Deduplication, records: list[Record]) -> set[frozenset[str
     """Deduplication's steps by hand, each bucket grouped in memory as an engine's shuffle would group it."""
     buckets = defaultdict(list)
     for record in records:
-        for bucket, entry in dedup.entries(record):
+        for bucket, entry in dedup.sign(record).entries():
             buckets[bucket].append(entry)
     return clusters_of(decide(edge for bucket, entries in buckets.items() for edge in dedup.edges(bucket, entries)))
 

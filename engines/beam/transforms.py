@@ -221,7 +221,7 @@ class _Sign(beam.DoFn):
         self.progress = Progress(self.dedup.name, beacons=self.beacons)
 
     def process(self, record: Record) -> Iterator:
-        for bucket, (member, signature) in self.dedup.entries(record):  # plain tuples: Beam encodes them without pickle
+        for bucket, (member, signature) in self.dedup.sign(record).entries():  # plain tuples: Beam encodes them without pickle
             yield pvalue.TaggedOutput(ENTRIES, (bucket, (tuple(member), signature)))
         self.progress.update(1)
         yield record.id, record

@@ -25,13 +25,13 @@ import base64
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from tpt.dedup import EXACT, Deduplication, Duplicate, Edge, Member, decide
 from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
+from tpt.engines.datatrove.shuffle import PartFiles, lines_for
 from tpt.io.jsonlines import JsonLinesStore, Location
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
@@ -52,27 +52,23 @@ class Sign(PipelineStep):
         self.dedup, self.shuffle, self.tasks, self.beacons = dedup, shuffle, tasks, beacons
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> None:
-        shuffle, files, spilled = Folder(self.shuffle), {}, 0
+        shuffle, spilled = Folder(self.shuffle), 0
         spill_name = f"{part_name(rank)}.jsonl"
         progress = Progress(self.dedup.name, beacons=self.beacons)
-        with writing(shuffle.url_of(f"{BUCKETS}/*/prepare-{rank:05d}.jsonl")), ExitStack() as stack:
-            spill = stack.enter_context(open(stack.enter_context(shuffle.staged_file(f"{SPILL}/{spill_name}")), "wb"))
+        with (writing(shuffle.url_of(f"{BUCKETS}/*/prepare-{rank:05d}.jsonl")),
+              shuffle.staged_file(f"{SPILL}/{spill_name}") as local, open(local, "wb") as spill,
+              PartFiles(shuffle, lambda part: f"{BUCKETS}/{part}/prepare-{rank:05d}.jsonl") as files):
             for document in data:
                 line = (dumps(document) + "\n").encode()
                 where, spilled = Location(spill_name, spilled, len(line)), spilled + len(line)
                 spill.write(line)
                 if is_reject(document):
                     continue
-                entries, by_part = self.dedup.entries(from_document(document), where), defaultdict(list)
-                for bucket, _ in entries:
+                signed, by_part = self.dedup.sign(from_document(document), where), defaultdict(list)
+                for bucket in signed.buckets:
                     by_part[part_of(bucket, self.tasks)].append(bucket)
-                member = entries[0][1][0] if entries else None
-                signature = next((signature for _, (_, signature) in entries if signature is not None), None)
                 for part, buckets in by_part.items():  # one line per document and bucket task: the member said once
-                    if part not in files:
-                        local = stack.enter_context(shuffle.staged_file(f"{BUCKETS}/{part_name(part)}/prepare-{rank:05d}.jsonl"))
-                        files[part] = stack.enter_context(open(local, "w", encoding="utf-8"))
-                    files[part].write(json.dumps([buckets, _member(member), _signature(signature)]) + "\n")
+                    files.write(part, json.dumps([buckets, _member(signed.member), _signature(signed.signature)]) + "\n")
                 progress.update(1)
                 self.stat_update("signed")
         progress.done()
@@ -90,13 +86,11 @@ class VerifyBuckets(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         shuffle, buckets = Folder(self.shuffle), defaultdict(list)
-        for name in shuffle.glob(f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
-            with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
-                for line in stream:
-                    keys, member, signature = json.loads(line)
-                    member, signature = _read_member(member), _read_signature(signature)
-                    for bucket in keys:
-                        buckets[bucket].append((member, signature if not bucket.startswith(EXACT) else None))
+        for line in lines_for(shuffle, f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
+            keys, member, signature = json.loads(line)
+            member, signature = _read_member(member), _read_signature(signature)
+            for bucket in keys:
+                buckets[bucket].append((member, signature if not bucket.startswith(EXACT) else None))
         lines = [json.dumps([_member(edge.a), _member(edge.b), edge.similarity]) + "\n"
                  for bucket in sorted(buckets) for edge in self.dedup.edges(bucket, buckets[bucket])]
         self.stat_update("edges", value=len(lines))

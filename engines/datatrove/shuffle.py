@@ -14,7 +14,9 @@ The shuffle folder is a local or shared path, or a URL next to a URL output.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from typing import TextIO
 
 from datatrove.pipeline.base import PipelineStep
 
@@ -23,6 +25,29 @@ from tpt.engines.datatrove.documents import dumps, from_document, is_reject, loa
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
 from tpt.run.failures import writing
+
+
+class PartFiles(ExitStack):
+    """The files a task writes to other tasks: one per task, staged and opened when its first line comes, each
+    appearing whole when the context closes (a retried task rewrites its own files, never duplicating a line)."""
+
+    def __init__(self, shuffle: Folder, name: Callable[[str], str]):
+        super().__init__()
+        self.shuffle, self.name = shuffle, name  # name: a task's part name -> the file's name
+        self.streams: dict[int, TextIO] = {}
+
+    def write(self, part: int, line: str) -> None:
+        if part not in self.streams:
+            local = self.enter_context(self.shuffle.staged_file(self.name(part_name(part))))
+            self.streams[part] = self.enter_context(open(local, "w", encoding="utf-8"))  # noqa: SIM115  (closed with the context)
+        self.streams[part].write(line)
+
+
+def lines_for(shuffle: Folder, pattern: str) -> Iterator[str]:
+    """Every line the other tasks wrote to the files matching `pattern`."""
+    for name in shuffle.glob(pattern):
+        with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
+            yield from stream
 
 
 class ScatterById(PipelineStep):
@@ -37,14 +62,10 @@ class ScatterById(PipelineStep):
         self.tasks = tasks
 
     def run(self, data, rank: int = 0, world_size: int = 1) -> None:
-        shuffle, streams = Folder(self.folder), {}
-        with writing(shuffle.url_of(f"*/read-{rank:05d}.jsonl")), ExitStack() as files:  # each file whole, or not at all
+        shuffle = Folder(self.folder)
+        with writing(shuffle.url_of(f"*/read-{rank:05d}.jsonl")), PartFiles(shuffle, lambda part: f"{part}/read-{rank:05d}.jsonl") as files:
             for document in data:
-                part = part_of(document.id, self.tasks)
-                if part not in streams:
-                    local = files.enter_context(shuffle.staged_file(f"{part_name(part)}/read-{rank:05d}.jsonl"))
-                    streams[part] = files.enter_context(open(local, "w", encoding="utf-8"))
-                streams[part].write(dumps(document) + "\n")
+                files.write(part_of(document.id, self.tasks), dumps(document) + "\n")
                 self.stat_update("scattered")
 
 
@@ -60,14 +81,12 @@ class GatherById(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         by_id, shuffle = defaultdict(list), Folder(self.folder)
-        for name in shuffle.glob(f"{part_name(rank)}/read-*.jsonl"):
-            with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
-                for line in stream:
-                    document = loads(line)
-                    if is_reject(document):
-                        yield document
-                    else:
-                        by_id[document.id].append(from_document(document))
+        for line in lines_for(shuffle, f"{part_name(rank)}/read-*.jsonl"):
+            document = loads(line)
+            if is_reject(document):
+                yield document
+            else:
+                by_id[document.id].append(from_document(document))
         for doc_id in sorted(by_id):
             kept, duplicates = keep_one(by_id[doc_id])
             for reject in duplicates:

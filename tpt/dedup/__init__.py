@@ -11,7 +11,7 @@ Three kinds of duplicates are found across every source:
 Text deduplication runs after truncate, on what the teacher reads, and before
 classify and think. An engine runs it in four steps, with its own shuffle between them:
 
-    1. sign      (every worker)      a record -> its `Member` and bucket entries (`Deduplication.entries`)
+    1. sign      (every worker)      a record -> its `Member`, signature and buckets (`Deduplication.sign`)
     2. buckets   (grouped by bucket) the entries of one bucket -> verified edges (`Deduplication.edges`)
     3. clusters  (one place)         every edge of the run -> a `Duplicate` per copy not kept (`decide`)
     4. apply     (grouped by id)     a record and its Duplicate, if any -> `Deduplication.apply`
@@ -27,7 +27,7 @@ once per cluster either way.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from tpt.config import DedupConfig
 from tpt.dedup.clusters import DUPLICATE_TEXT, NEAR_DUPLICATE, Duplicate, Edge, Member, decide, exact_edges, near_edges
@@ -36,13 +36,25 @@ from tpt.dedup.signature import Signer, digest
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.schema import COLUMNS, Record, Reject
 
-__all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "decide",
-           "with_kept_fields"]
+__all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "Signed",
+           "decide", "with_kept_fields"]
 
 EXACT = "exact:"  # the bucket key of a digest; a band's key starts with its number
 OWN = ("read", "truncate", STAGE)  # the stages whose fields a copy keeps as its own
 
 Entry = tuple[Member, "bytes | None"]  # a member of a bucket, with its signature (uint32 values) in a band's bucket
+
+
+class Signed(NamedTuple):
+    """What step 1 makes of a record: who it is, its MinHash signature, and the buckets it goes to."""
+
+    member: Member
+    signature: bytes | None  # the uint32 values; None without near detection, or for a text without words
+    buckets: list[str]  # its digest's (exact detection), then one per LSH band (near detection)
+
+    def entries(self) -> list[tuple[str, Entry]]:
+        """One (bucket, entry) pair per bucket, as a shuffle by bucket takes them: the signature in a band's bucket."""
+        return [(bucket, (self.member, None if bucket.startswith(EXACT) else self.signature)) for bucket in self.buckets]
 
 
 def with_kept_fields(copy: Record, kept: Record) -> Record:
@@ -70,13 +82,14 @@ class Deduplication:
     def member(self, record: Record, where: Any = None) -> Member:
         return Member(record.id, record.source, self.weights[record.source], digest(record.text, self.config.normalize), where)
 
-    def entries(self, record: Record, where: Any = None) -> list[tuple[str, Entry]]:
-        """Step 1: the (bucket, entry) pairs of a record: its digest's bucket, and one bucket per LSH band."""
+    def sign(self, record: Record, where: Any = None) -> Signed:
+        """Step 1: a record's member, signature and buckets: its digest's bucket, and one bucket per LSH band."""
         member = self.member(record, where)
-        entries: list[tuple[str, Entry]] = [(EXACT + member.digest, (member, None))] if self.config.exact else []
-        if self.config.near and (signature := self._signer.signature(record.text)) is not None:
-            entries += [(band, (member, signature.tobytes())) for band in self._signer.bands(signature)]
-        return entries
+        buckets = [EXACT + member.digest] if self.config.exact else []
+        signature = self._signer.signature(record.text) if self.config.near else None
+        if signature is not None:
+            buckets += self._signer.bands(signature)
+        return Signed(member, None if signature is None else signature.tobytes(), buckets)
 
     def edges(self, bucket: str, entries: list[Entry]) -> list[Edge]:
         """Step 2: the verified duplicate pairs among the entries of one bucket."""
