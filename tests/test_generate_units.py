@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -17,6 +19,7 @@ from tpt.generate.backends.vllm import completion, sampling_options
 from tpt.generate.prompts import PromptBuilder, load_template
 from tpt.generate.store import ThinkingStore, read_entries
 from tpt.generate.types import Request
+from tpt.io.jsonlines import JsonLinesStore
 from tpt.io.output import mds_sample
 from tpt.schema import Record
 
@@ -82,7 +85,7 @@ def test_flags_truncated_empty_and_repetitive():
     assert postprocess.finish_reason("a</think>", "length") == "stop"
 
 
-def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path):
+def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path, caplog):
     store = ThinkingStore(tmp_path, "run1", flush_every_docs=1)
     store.open(backend="transformers")
     store.append({"id": "a", "key": "k1", "raw": "first", "finish_reason": "stop"})
@@ -100,10 +103,13 @@ def test_store_ignores_a_line_cut_by_a_kill_and_keeps_the_first_result(tmp_path)
     assert {k: e["raw"] for k, e in zip(index, reader.fetch(list(index.values())))} == {
         "k1": "first", "k2": "asked otherwise"}
     assert [e.get("id") for _, e in read_entries(tmp_path, "run1")] == [None, "a", "b", "a", "a"]
-    with open(part, "a") as stream:
-        stream.write("\nnot json\n")
-    with pytest.raises(ValueError, match=r"run1\..*\.jsonl:6: corrupt line, not JSON"):
-        ThinkingStore(tmp_path, "run3").index()
+    with open(part, "a") as stream:  # a corrupt line in the middle: skipped, the lines after it still read
+        stream.write('\nnot json\n{"id": "d", "key": "k3", "raw": "after", "finish_reason": "stop"}\n')
+    with caplog.at_level(logging.WARNING):
+        assert list(ThinkingStore(tmp_path, "run3").index()) == ["k1", "k2", "k3"]
+    assert re.search(r"run1\..*\.jsonl:6: corrupt line, not JSON .*skipped, its request is generated again", caplog.text)
+    with pytest.raises(ValueError, match=r"run1\..*\.jsonl:6: corrupt line, not JSON"):  # a store that cannot do without it
+        list(JsonLinesStore(tmp_path).scan())
 
 
 def test_vllm_sampling_maps_every_option_one_to_one():

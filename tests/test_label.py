@@ -4,6 +4,7 @@ with the embedded SmolLM2 teacher as labeller, killed and resumed."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +18,6 @@ from tests.conftest import ROOT, write_jsonl
 from tpt.classify.labelling import BootstrapLabeller, label_sample
 from tpt.classify.llm import LLMLabeller, parse_answer
 from tpt.classify.sample import sample_documents
-from tpt.classify.store import LabelStore
 from tpt.classify.taxonomy import AXES, load_taxonomy
 from tpt.cli import main as tpt
 from tpt.config import ClassifyConfig, GenerateConfig, load_config
@@ -111,7 +111,7 @@ def test_the_sample_is_reproducible_and_grows_by_inclusion(demo_config):
         sample_documents(demo_config, 0)
 
 
-def test_a_line_cut_short_by_a_kill_is_relabelled_never_duplicated(tmp_path, taxonomy):
+def test_a_line_cut_short_by_a_kill_or_corrupted_is_relabelled_never_duplicated(tmp_path, taxonomy, caplog):
     records = [Record(row["id"], "demo", row["text"]) for row in demo_rows(per_file=2)]
     labeller = BootstrapLabeller(taxonomy)
     label_sample(records[:4], labeller, tmp_path)
@@ -122,9 +122,12 @@ def test_a_line_cut_short_by_a_kill_is_relabelled_never_duplicated(tmp_path, tax
     ids = [json.loads(line)["id"] for line in store.read_text().splitlines()]
     assert counts["labelled_now"] == 2 and counts["ok"] == 6
     assert sorted(ids) == sorted(r.id for r in records)
-    store.write_text(store.read_text() + "garbage\n")
-    with pytest.raises(ValueError, match=r"labels.jsonl:7: corrupt line, not JSON"):
-        LabelStore(tmp_path)
+    lines = store.read_text().splitlines(keepends=True)
+    store.write_text("".join(lines[:2]) + "garbage\n" + "".join(lines[3:]))  # a row corrupted in the middle
+    with caplog.at_level(logging.WARNING):
+        counts = label_sample(records, labeller, tmp_path)
+    assert "labels.jsonl:3: corrupt line, not JSON" in caplog.text and "its document is labelled again" in caplog.text
+    assert counts["labelled_now"] == 1 and counts["ok"] == 6  # the corrupted row's document, and only it
 
 
 def test_llm_labeller_needs_a_generate_section(tmp_path, capsys):

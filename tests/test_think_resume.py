@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -143,6 +144,27 @@ def test_a_changed_document_is_generated_afresh_not_served_stale(tmp_path):
     assert run("Salt dissolves in water.")["requests_generated"] == 1
     assert run("Salt dissolves in water.")["requests_generated"] == 0  # the same request: resumed
     assert run("Sugar dissolves in tea.")["requests_generated"] == 1  # same id, another document
+
+
+def test_a_corrupt_line_in_the_store_is_asked_again_never_a_stopped_run(tmp_path, caplog):
+    """A line of the thinking store that is not JSON (a disk fault, a hand edit) costs its one request, not the run."""
+    config = GenerateConfig(max_new_tokens=2, temperature=0.0)
+    records = [Record(name, "web", f"{name.title()} dissolves in water.") for name in ("salt", "sugar", "chalk")]
+
+    def run() -> tuple[list, dict]:
+        stage = Think(config, "embedded", str(tmp_path))
+        return think_all(stage, records), stage.report(OutputLayout(tmp_path))
+
+    first, report = run()
+    assert report["requests_generated"] == 3
+    part = next((tmp_path / "thinking").glob("*.jsonl"))
+    header, *answers = part.read_text(encoding="utf-8").splitlines(keepends=True)
+    part.write_text(header + answers[0] + '{"id": "sugar", "raw": \x00\n' + "".join(answers[2:]), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        again, report = run()
+    assert "corrupt line, not JSON" in caplog.text and "its request is generated again" in caplog.text
+    assert report["requests_generated"] == 1
+    assert [(r.id, r.thinking) for r in again] == [(r.id, r.thinking) for r in first]
 
 
 @pytest.mark.parametrize("engine", ["beam", "datatrove"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tpt.io.jsonlines import JsonLinesStore
+from tpt.io.jsonlines import JsonLinesStore, skipping
 
 WRITER = "labels"
 FLUSH_EVERY_LINES = 256  # few objects on an object store, and at most this many labels to redo after a machine crash
@@ -24,7 +24,8 @@ FLUSH_EVERY_SECONDS = 30.0
 class LabelStore:
     def __init__(self, out_dir: str | Path):
         self.lines = JsonLinesStore(out_dir, FLUSH_EVERY_LINES, FLUSH_EVERY_SECONDS)
-        self.rows: dict[str, dict[str, Any]] = {row["id"]: row for _, row in self.lines.scan(WRITER)}
+        scanned = self.lines.scan(WRITER, skipping("its document is labelled again"))
+        self.rows: dict[str, dict[str, Any]] = {row["id"]: row for _, row in scanned}
         self.lines.start_writing(WRITER)
 
     def append(self, row: dict[str, Any]) -> None:

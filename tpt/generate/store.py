@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tpt.io.jsonlines import JsonLinesStore, Location
+from tpt.io.jsonlines import JsonLinesStore, Location, skipping
 
 __all__ = ["Location", "ThinkingStore", "read_entries"]
 
@@ -40,11 +40,11 @@ class ThinkingStore(JsonLinesStore):
 
     def index(self, longest: int | None = None) -> dict[str, Location]:
         """Where every finished result is, by the fingerprint of what was asked. A result that cannot be used (see
-        `unusable`; or a line over `longest` bytes, stored whole before answers were bounded) is left out, so its
-        request is generated again: it never stops a run."""
+        `unusable`; a line over `longest` bytes, stored whole before answers were bounded; a line that is not JSON)
+        is left out, so its request is generated again: it never stops a run."""
         done: dict[str, Location] = {}
         skipped: Counter = Counter()
-        for location, entry in self.scan():
+        for location, entry in self.scan(on_corrupt=skipping("its request is generated again")):
             if "raw" not in entry:
                 continue
             reason = "longer than any answer within its budget" if longest and location.length > longest else unusable(entry)
@@ -72,5 +72,5 @@ def unusable(entry: dict[str, Any]) -> str | None:
 
 def read_entries(directory: str | Path, run_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(writer, entry) for every complete line under `directory` (of one run if `run_id` is given)."""
-    for location, entry in JsonLinesStore(directory).scan(f"{run_id}.*" if run_id else "*"):
+    for location, entry in JsonLinesStore(directory).scan(f"{run_id}.*" if run_id else "*", skipping("left out of the count")):
         yield ".".join(location.name.split(".")[:3]), entry

@@ -8,19 +8,21 @@ can lose. Object stores (`gs://`, `s3://`) cannot append, so there each flush
 uploads the lines since the last one as a new object `<writer>.<NNNNNN>.jsonl`,
 and a kill loses what was not flushed yet. A last line cut short by a kill is
 not an entry: it is skipped on reading, and dropped before a writer appends to
-the same file again.
+the same file again. A line that is not JSON stops the reading, unless the
+store can do without it (`skipping`: a result or label made again).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -28,6 +30,8 @@ from tpt.io.storage import Folder
 
 OBJECTS_PER_FETCH = 256
 PART_SUFFIX = re.compile(r"(\.\d{6})?\.jsonl$")
+
+log = logging.getLogger(__name__)
 
 
 class Location(NamedTuple):
@@ -115,10 +119,11 @@ class JsonLinesStore:
         """The parts (`<writer>.jsonl`, `<writer>.<NNNNNN>.jsonl`) of the writers matching the glob pattern `writers`, sorted."""
         return [name for name in self.folder.glob("*.jsonl") if fnmatch.fnmatchcase(PART_SUFFIX.sub("", name), writers)]
 
-    def scan(self, writers: str = "*") -> Iterator[tuple[Location, dict[str, Any]]]:
-        """(location, entry) for every complete line of the writers matching the glob pattern `writers`."""
+    def scan(self, writers: str = "*", on_corrupt: Callable[[str], None] | None = None) -> Iterator[tuple[Location, dict[str, Any]]]:
+        """(location, entry) for every complete line of the writers matching the glob pattern `writers`; a line that is
+        not JSON is handed to `on_corrupt` (see `skipping`), or stops the scan."""
         for name, lines in self._part_lines(self.part_names(writers)):
-            for offset, length, entry in parse_lines(lines, self.folder.url_of(name)):
+            for offset, length, entry in parse_lines(lines, self.folder.url_of(name), on_corrupt):
                 yield Location(name, offset, length), entry
 
     def fetch(self, locations: list[Location]) -> list[dict[str, Any]]:
@@ -144,15 +149,27 @@ class JsonLinesStore:
                 yield name, data.splitlines(keepends=True)
 
 
-def parse_lines(lines: Iterable[bytes], where: str | Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def parse_lines(lines: Iterable[bytes], where: str | Path,
+                on_corrupt: Callable[[str], None] | None = None) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(byte offset, byte length, entry) of every line that ends with its newline; a last line
-    without one (a writer killed mid-write) is skipped. `where` names the file in errors."""
+    without one (a writer killed mid-write) is skipped. A line that is not JSON is described to `on_corrupt`
+    and skipped, or, without one, stops the reading with an error. `where` names the file."""
     offset = 0
     for number, line in enumerate(lines, start=1):
         if not line.endswith(b"\n"):
             return
         try:
-            yield offset, len(line), json.loads(line)
+            entry = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{where}:{number}: corrupt line, not JSON ({error}); remove the line to go on") from None
+            problem = f"{where}:{number}: corrupt line, not JSON ({error})"
+            if on_corrupt is None:
+                raise ValueError(f"{problem}; remove the line to go on") from None
+            on_corrupt(problem)
+        else:
+            yield offset, len(line), entry
         offset += len(line)
+
+
+def skipping(consequence: str) -> Callable[[str], None]:
+    """An `on_corrupt` for a store that can do without a line: a warning naming the line and what follows."""
+    return lambda problem: log.warning("%s: skipped, %s", problem, consequence)
