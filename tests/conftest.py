@@ -97,6 +97,18 @@ def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
 
 
 @pytest.fixture(scope="session")
+def planted_run(tmp_path_factory) -> tuple[PipelineConfig, dict, dict]:
+    """The corpus of planted duplicates (tests/test_dedup.py) through Beam (2 worker processes), once per session:
+    its config, summary and `outcome`, the copies kept that every engine, task count and rerun must keep."""
+    from tests.test_dedup import outcome, planted_config
+    from tpt.run import execute
+
+    folder = tmp_path_factory.mktemp("planted")
+    config = planted_config(folder).with_output_dir(str(folder / "beam"))
+    return config, execute(config, workers=2), outcome(folder / "beam")
+
+
+@pytest.fixture(scope="session")
 def teacher():
     """A simulated OpenAI-compatible teacher (tests/simulator.py): thinking in milliseconds, the same text
     for the same request, so two runs can be compared sample by sample."""

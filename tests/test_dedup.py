@@ -174,22 +174,17 @@ def outcome(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_same_copies_are_kept_on_every_engine_task_count_and_rerun(tmp_path):
-    config = planted_config(tmp_path)
-    runs = {
-        "beam": ("beam", {"workers": 2}),
-        "datatrove-1": ("datatrove", {"workers": 1, "tasks": 1}),
-        "datatrove-3": ("datatrove", {"workers": 2, "tasks": 3}),
-    }
+def test_the_same_copies_are_kept_on_every_engine_task_count_and_rerun(tmp_path, planted_run):
+    config, summary, reference = planted_run  # Beam, 2 workers
+    assert summary["totals"]["read"] == summary["totals"]["written"] + summary["totals"]["rejected"]
     outcomes = {}
-    for name, (engine, options) in runs.items():
-        summary = execute(config.with_output_dir(str(tmp_path / name)), engine, **options)
+    for name, options in {"datatrove-1": {"workers": 1, "tasks": 1}, "datatrove-3": {"workers": 2, "tasks": 3}}.items():
+        summary = execute(config.with_output_dir(str(tmp_path / name)), "datatrove", **options)
         outcomes[name] = outcome(tmp_path / name)
         assert summary["totals"]["read"] == summary["totals"]["written"] + summary["totals"]["rejected"]
-    execute(config.with_output_dir(str(tmp_path / "beam")), "beam", workers=1)  # a rerun
-    outcomes["beam rerun"] = outcome(tmp_path / "beam")
+    execute(config, "beam", workers=1)  # a rerun in the finished run's folder, with another worker count
+    outcomes["beam rerun"] = outcome(Path(config.output.dir))
 
-    reference = outcomes.pop("beam")
     assert all(found == reference for found in outcomes.values())
     planted = plant_duplicates(24, max_words=400)
     # an exact copy in the heavier `mirror` source is kept over its original in `web`

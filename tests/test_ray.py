@@ -245,11 +245,10 @@ def test_a_task_that_fails_on_ray_fails_the_run_naming_its_job(cluster, tmp_path
     assert not (tmp_path / "out" / OutputLayout.summary).exists()
 
 
-def test_ray_keeps_the_same_copies_of_duplicated_text_as_beam(cluster, tmp_path):
-    from tests.test_dedup import outcome, planted_config
+def test_ray_keeps_the_same_copies_of_duplicated_text_as_beam(cluster, planted_run, tmp_path):
+    from tests.test_dedup import outcome
 
-    config = planted_config(tmp_path)
-    execute(config.with_output_dir(str(tmp_path / "beam")), "beam", workers=1)
+    config, _, beam = planted_run
     execute(config.with_output_dir(str(tmp_path / "ray")), "datatrove", executor="ray", tasks=TASKS, address=cluster.address)
     found = outcome(tmp_path / "ray")
-    assert found == outcome(tmp_path / "beam") and found["duplicates"]
+    assert found == beam and found["duplicates"]
