@@ -29,6 +29,12 @@ def compared(full_run, short_budget_run, tmp_path_factory):
     return runs, output, json.loads((output / "summary.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def single(full_run) -> dict:
+    """The report of `full_run` alone."""
+    return build(load_runs([full_run[0].output.dir]))
+
+
 def colored(png, color: str, alpha: float = 1.0) -> int:
     """Pixels of `color` (#rrggbb), drawn with `alpha` on white, in a PNG file."""
     pixels = (imread(png)[:, :, :3] * 255).round().astype(int)
@@ -92,19 +98,17 @@ def test_labels_are_checked(full_run, short_budget_run, capsys):
     assert "each run needs its own label" in capsys.readouterr().err
 
 
-def test_bars_say_their_class_count(full_run):
-    result = build(load_runs([full_run[0].output.dir]))
-    figure = plots.thinking_by_class(result)
+def test_bars_say_their_class_count(single):
+    figure = plots.thinking_by_class(single)
     for panel, axis in zip(figure.axes, ("domain", "audience", "reasoning")):
         labels = sorted(text.get_text() for text in panel.texts)
-        rows = [row for row in result["axes"][axis] if row["thinking_mean"] is not None]
+        rows = [row for row in single["axes"][axis] if row["thinking_mean"] is not None]
         want = sorted(f"{row['thinking_mean']:,.0f}  n={row['samples']:,}" for row in rows)
         assert labels == want and labels
 
 
-def test_duplicates_per_source_whatever_the_stage(full_run, tmp_path):
-    result = build(load_runs([full_run[0].output.dir]))
-    mixed = next(row for row in result["duplicates"] if row["class"] == "mixed")
+def test_duplicates_per_source_whatever_the_stage(full_run, single, tmp_path):
+    mixed = next(row for row in single["duplicates"] if row["class"] == "mixed")
     assert mixed["reasons"] == {"duplicate_id": 1} and mixed["duplicates"] == 1  # "mixed-ok" appears twice in the input
     assert mixed["duplicate_share"] == 1 / full_run[1]["sources"]["mixed"]["read"]
     summary = {"sources": {"web": {"read": 100, "rejects": {"dedup": {"duplicate_id": 2, "duplicate_text": 5, "near_duplicate": 3},
