@@ -14,10 +14,8 @@ the previous row group is compressed and written.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,9 +34,8 @@ from tpt.io.mds import read_shards
 from tpt.io.output import sample_columns
 from tpt.io.owned import replacing_folder
 from tpt.io.storage import Folder
+from tpt.progress import Progress
 from tpt.schema import ARROW_TYPES, SCALAR_FIELDS, SCHEMA_VERSION
-
-log = logging.getLogger(__name__)
 
 PUBLISH = "tpt publish"  # the owner of a published dataset's folder (tpt.io.owned)
 DATA = "data"
@@ -82,7 +79,8 @@ def publish(run: Run, dest: str, config: PipelineConfig | None = None, file_byte
     _check_manifest_only_columns(con, shards)
     with ThreadPoolExecutor(1) as pool, _destination(dest) as target:
         card_figures = pool.submit(_card_figures, con)  # DuckDB, beside the writing
-        written = _write(target, shards, _separator(config), file_bytes, row_group_bytes, _Progress(sum(found.values())))
+        progress = Progress("publish", total=sum(found.values()), interval=PROGRESS_SECONDS)
+        written = _write(target, shards, _separator(config), file_bytes, row_group_bytes, progress)
         target.write_text(CARD, render_card(run, config, *card_figures.result(), written))
     return written
 
@@ -127,7 +125,7 @@ def _absent(kind: pa.DataType, rows: int) -> pa.Array:
 
 
 def _write(target: Folder, shards: dict[str, list], separator: str, file_bytes: int, row_group_bytes: int,
-           progress: _Progress) -> dict[str, dict[str, Any]]:
+           progress: Progress) -> dict[str, dict[str, Any]]:
     """Every source's samples into its Parquet files, in one stream of shards across the sources."""
     listed = [(source, shard) for source, source_shards in shards.items() for shard in source_shards if shard[1]["samples"]]
     written: dict[str, dict[str, Any]] = {}
@@ -142,7 +140,7 @@ def _write(target: Folder, shards: dict[str, list], separator: str, file_bytes: 
                 files = _SourceFiles(target, source, written[source]["files"], scratch, file_bytes, row_group_bytes)
             files.add(table)
             written[source]["samples"] += table.num_rows
-            progress.add(table.num_rows, table.nbytes)
+            progress.update(table.num_rows, bytes_read=table.nbytes)
         if files is not None:
             files.close()
     return written
@@ -209,24 +207,6 @@ class _FileWriter:
         if not self.target.is_local:
             self.target.fs.put_file(self.local, self.target.path(self.name))
             os.remove(self.local)
-
-
-class _Progress:
-    """A log line every PROGRESS_SECONDS: samples and bytes per second, share done, time left."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.bytes = total, 0, 0
-        self.started = self.shown = time.monotonic()
-
-    def add(self, samples: int, size: int) -> None:
-        self.done, self.bytes = self.done + samples, self.bytes + size
-        now = time.monotonic()
-        if now - self.shown >= PROGRESS_SECONDS:
-            self.shown, rate = now, self.done / (now - self.started)
-            left = (self.total - self.done) / rate if rate else 0
-            log.info("publish: %s of %s samples (%.0f%%), %.0f samples/s, %.1f MB/s, ETA %d:%02d:%02d", f"{self.done:,}",
-                     f"{self.total:,}", 100 * self.done / max(self.total, 1), rate, self.bytes / 1e6 / (now - self.started),
-                     left // 3600, left % 3600 // 60, left % 60)
 
 
 @contextmanager

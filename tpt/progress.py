@@ -98,6 +98,8 @@ class Progress:
         parts = [f"{self.name}: {self.docs:,} docs", f"{rate:,.1f} docs/s"]
         if self.tokens:
             parts.append(f"{self.tokens / elapsed:,.0f} tokens/s")
+        if self.bytes:
+            parts.append(f"{self.bytes / 1e6 / elapsed:,.1f} MB/s")
         if self.total:
             parts.append(f"{100 * self.docs / self.total:.1f}%")
             if rate > 0:
