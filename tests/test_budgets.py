@@ -68,6 +68,8 @@ def test_first_matching_rule_wins_else_the_top_level(tmp_path):
     assert budgets.of(labelled("e", "history", audience="expert")) == Budget(5, 1)
     assert budgets.of(labelled("f", "history", audience="expert", score=0.4)) == Budget(3, 1)  # below min_confidence
     assert budgets.of(Record("g", "web", "unclassified")) == Budget(3, 1)
+    assert budgets.longest == 5  # the most any rule gives: what bounds a stored answer
+    assert Budgets(load_config(write(tmp_path, BUDGETS.replace("max_new_tokens: 3", "max_new_tokens: 9"))).generate).longest == 9
 
 
 def test_min_confidence_is_at_least(tmp_path):

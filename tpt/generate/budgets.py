@@ -28,6 +28,11 @@ class Budgets:
                                              rule.samples_per_document or self.default.samples_per_document))
                        for rule in config.budgets]
 
+    @property
+    def longest(self) -> int:
+        """The most new tokens any document is given: what bounds a stored answer."""
+        return max(budget.max_new_tokens for budget in [self.default, *(budget for _, budget in self._rules)])
+
     def of(self, record: Record) -> Budget:
         """The budget of the first rule `record` matches, else the top-level one."""
         return next((budget for match, budget in self._rules if match(record)), self.default)

@@ -30,6 +30,8 @@ from tpt.generate.types import Completion, Request
 from tpt.schema import Record, Reject
 
 STAGE = "think"  # the stage whose rejects these are
+# what a stored answer may say was put right (tpt.generate.answers), and the run report's answers_<name> counting it
+REPAIRS = {"over_budget": "over_budget", "characters_replaced": "with_invalid_characters", "usage_invalid": "with_invalid_usage"}
 
 
 def sample_ids(document_id: str, samples: int) -> list[str]:
@@ -87,8 +89,8 @@ class SampleRules:
         reason = completion.finish_reason
         if reason == "unknown" and output_tokens >= budget:
             reason = "length"  # the server did not say why it stopped, but the budget ran out
-        repairs = {"characters_replaced": completion.characters_replaced, "usage_invalid": completion.usage_invalid,
-                   "over_budget": completion.over_budget or output_tokens > 2 * budget}
+        repairs = {"over_budget": completion.over_budget or output_tokens > 2 * budget,
+                   "characters_replaced": completion.characters_replaced, "usage_invalid": completion.usage_invalid}
         return {**entry, "raw": completion.text, "finish_reason": reason, "prompt_tokens": completion.prompt_tokens,
                 "output_tokens": output_tokens, **{name: value for name, value in repairs.items() if value}}
 

@@ -30,7 +30,7 @@ from tpt.generate.backends import build_backend
 from tpt.generate.cost import gpu_hours
 from tpt.generate.exactly_once import Answers, Claim
 from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
-from tpt.generate.samples import STAGE, Pending, SampleRules
+from tpt.generate.samples import REPAIRS, STAGE, Pending, SampleRules
 from tpt.generate.store import Location, ThinkingStore, read_entries
 from tpt.generate.window import Window
 from tpt.io.output import OutputLayout, read_rejects
@@ -40,7 +40,6 @@ from tpt.stages.base import Stage, StageStream
 
 STORE = "thinking"  # OUT/thinking/
 SERVER_COUNTS = ("requests", "failed", "failed_attempts", "output_tokens")  # per server in summary.json
-REPAIRS = {"over_budget": "over_budget", "characters_replaced": "with_invalid_characters", "usage_invalid": "with_invalid_usage"}
 RESUMED_PER_READ = 256  # stored answers read back in one call (one ranged read each, concurrent on object stores)
 
 
@@ -97,8 +96,7 @@ class Generation:
         chat = config.chat if config.chat is not None else has_chat_template(backend.template_folder(tokenizer_file(tokenizer)))
         rules = SampleRules(config, encoder, PromptBuilder(load_template(config.prompt), chat))
         backend.setup()
-        longest = max([config.max_new_tokens] + [rule.max_new_tokens or 0 for rule in config.budgets])
-        answers = Answers(store, stored_bytes(longest))
+        answers = Answers(store, stored_bytes(rules.budgets.longest))
         store.open(backend=config.backend, model=config.model)
         return cls(backend, rules, answers)
 
