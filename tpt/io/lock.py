@@ -83,14 +83,8 @@ class RunLock:
         self.handed_over = True
 
     def holder(self) -> dict | None:
-        """What the lock says, or None: no lock, or one no run could have written (not a JSON object)."""
-        try:
-            holder = self.folder.read_json(LOCK)
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {}
-        return holder if isinstance(holder, dict) else {}
+        """What the lock says (see `read_lock`)."""
+        return read_lock(self.folder, LOCK)
 
     def is_stale(self, holder: dict) -> bool:
         """Whether the run that wrote `holder` is gone (see the module's docstring)."""
@@ -112,7 +106,7 @@ class RunLock:
         if stale is None:  # released since we tried: try again
             return
         if not create_exclusive(self.folder, BREAKING, json.dumps(self.mine | {"refreshed": time.time()})):
-            breaker = read_json_or_none(self.folder, BREAKING)
+            breaker = read_lock(self.folder, BREAKING)
             if breaker is None or time.time() - breaker.get("refreshed", 0) > BREAKING_STALE_SECONDS:
                 self.folder.remove(BREAKING)
             else:
@@ -148,7 +142,7 @@ class RunLock:
 
 def release(folder: Folder, token: str) -> None:
     """Remove the lock if the run known by `token` holds it (its driver at its end, or its last Slurm job)."""
-    holder = read_json_or_none(folder, LOCK)
+    holder = read_lock(folder, LOCK)
     if holder is not None and holder.get("token") == token:
         folder.remove(LOCK)
 
@@ -175,12 +169,15 @@ def create_exclusive(folder: Folder, name: str, text: str) -> bool:
     return True
 
 
-def read_json_or_none(folder: Folder, name: str) -> dict | None:
+def read_lock(folder: Folder, name: str) -> dict | None:
+    """What a lock file says; None if there is none, {} for one no run could have written (not a JSON object)."""
     try:
         content = folder.read_json(name)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return None
-    return content if isinstance(content, dict) else None
+    except ValueError:
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def describe(holder: dict) -> str:
