@@ -25,10 +25,11 @@ def dead_pid() -> int:
     return int(done.stdout)
 
 
-def stale_lock(layout: OutputLayout) -> None:
-    """What a run killed on this host leaves: its lock, naming a process that is gone."""
-    layout.write_text(LOCK, json.dumps({"host": socket.gethostname(), "pid": dead_pid(), "started": 0.0, "refreshed": 4e9,
-                                        "token": "gone"}))
+def stale_lock(layout: OutputLayout) -> int:
+    """What a run killed on this host leaves: its lock, naming a process that is gone (its pid, returned)."""
+    pid = dead_pid()
+    layout.write_text(LOCK, json.dumps({"host": socket.gethostname(), "pid": pid, "started": 0.0, "refreshed": 4e9, "token": "gone"}))
+    return pid
 
 
 def race(folders: list[str], barrier, results) -> None:

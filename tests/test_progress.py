@@ -57,9 +57,8 @@ def test_tpt_progress_tells_a_running_run_from_a_killed_a_failed_and_a_finished_
     """The same counts read as a live line (rates and ETA) only while the run's driver is alive."""
     import json
     import socket
-    import subprocess
-    import sys
 
+    from tests.test_lock import stale_lock
     from tpt.cli import main as cli
     from tpt.io.lock import LOCK, RunLock
     from tpt.io.output import OutputLayout
@@ -79,12 +78,10 @@ def test_tpt_progress_tells_a_running_run_from_a_killed_a_failed_and_a_finished_
     assert shown.startswith(f"running: driver host {socket.gethostname()}, pid ")
     assert "\nrun: read 50% of 2.0 KB, 10 docs; truncate 4 docs, " in shown and "| run ETA " in shown
 
-    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    (out / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": int(killed.stdout), "started": 0.0,
-                                        "refreshed": 4e9, "token": "t"}))
+    killed = stale_lock(OutputLayout(out))
     assert cli(["progress", str(out)]) == 1
     shown = capsys.readouterr().out
-    assert shown.startswith(f"dead: its driver is gone (host {socket.gethostname()}, pid {killed.stdout.strip()}, ")
+    assert shown.startswith(f"dead: its driver is gone (host {socket.gethostname()}, pid {killed}, ")
     assert "last counts: run: read 50% of 2.0 KB, 10 docs; truncate 4 docs" in shown and "ETA" not in shown
 
     (out / LOCK).unlink()  # a driver that stopped on an error releases the lock, and its staged run stays unpublished
