@@ -29,9 +29,9 @@ from tests.simulator import SimulatedServer
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
 from tests.test_ray import published_bytes
+from tests.test_think_resume import results, write_docs
 from tpt.cli import main as cli
 from tpt.config import DatatroveConfig, SlurmConfig
-from tpt.generate.store import read_entries
 from tpt.io.lock import LOCK
 from tpt.io.output import OutputLayout, part_of
 from tpt.run.status import FAILED, FINISHED, RUNNING_STATE, run_status
@@ -125,15 +125,6 @@ def test_a_rerun_of_a_finished_run_submits_nothing(local_and_slurm, teacher, cap
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
-def write_docs(folder: Path, count: int) -> list[str]:
-    """`count` documents of real text in folder/docs.jsonl; their ids."""
-    with open(ROOT / "data" / "demo" / "web.jsonl", encoding="utf-8") as stream:
-        texts = [json.loads(line)["text"][:400] for line in stream]
-    ids = [f"doc{i:02d}" for i in range(count)]
-    write_jsonl(folder / "docs.jsonl", [{"id": i, "text": texts[n % len(texts)]} for n, i in enumerate(ids)])
-    return ids
-
-
 def thinking_config(folder: Path, url: str, in_flight: int, **slurm) -> Path:
     path = folder / "config.yaml"
     path.write_text(
@@ -145,16 +136,8 @@ def thinking_config(folder: Path, url: str, in_flight: int, **slurm) -> Path:
     return path
 
 
-def stored(out: Path, ids: list[str] | None = None) -> Counter:
-    """Results in the thinking store, per document id (of `ids` only, if given)."""
-    if not (out / "thinking").is_dir():
-        return Counter()
-    found = Counter(entry["id"] for _, entry in read_entries(out / "thinking") if "raw" in entry)
-    return Counter({i: n for i, n in found.items() if ids is None or i in ids})
-
-
 def assert_each_once(out: Path, ids: list[str]) -> None:
-    assert stored(out) == Counter(ids)  # every result stored once
+    assert results(out) == Counter(ids)  # every result stored once
     assert sorted(s["id"] for s in read_streams(str(out))[1]) == ids  # every id in the shards once
 
 
@@ -163,16 +146,16 @@ def test_an_array_task_cancelled_mid_generation_then_a_rerun_stores_and_writes_e
     none waits forever); the same command again submits that task and the finalize job only, and the teacher is
     asked again at most for what the cancelled task had in flight."""
     docs, in_flight = 40, 4
-    ids = write_docs(tmp_path, docs)
+    ids = write_docs(tmp_path, docs, chars=400)
     out = tmp_path / "out"
     task_ids = [i for i in ids if part_of(i, TASKS) == 1]  # what stage task 1 generates
     with SimulatedServer(slots=16, rate=200, mean_tokens=300, sigma=0.3) as server:
         config = thinking_config(tmp_path, server.url, in_flight)
         jobs = submit(config, out)
         (stages,) = jobs["stages"]
-        wait_until(lambda: sum(stored(out, task_ids).values()) > in_flight, "stage task 1 generating")
+        wait_until(lambda: sum(results(out, task_ids).values()) > in_flight, "stage task 1 generating")
         subprocess.run(["scancel", f"{stages}_1"], check=True)
-        cancelled_with = sum(stored(out, task_ids).values())
+        cancelled_with = sum(results(out, task_ids).values())
         wait_until(lambda: all_ended(jobs), "every job of the run ended")
         assert cancelled_with < len(task_ids)  # the cancel landed mid-generation
 
@@ -197,7 +180,7 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm_cl
     declares the node down and requeues the task (datatrove submits with --requeue), which runs again on n1 and
     resumes from the thinking store: the run completes with no rerun, every id generated and written once."""
     docs, in_flight = 40, 4
-    ids = write_docs(tmp_path, docs)
+    ids = write_docs(tmp_path, docs, chars=400)
     out = tmp_path / "out"
     with SimulatedServer(slots=16, rate=200, mean_tokens=300, sigma=0.3) as server:
         jobs = submit(thinking_config(tmp_path, server.url, in_flight), out)
@@ -210,10 +193,10 @@ def test_a_node_lost_mid_run_is_requeued_by_slurm_and_the_run_completes(slurm_cl
         wait_until(lambda: task_on_n2() is not None, "a stage task running on n2")
         rank = task_on_n2()
         task_ids = [i for i in ids if part_of(i, TASKS) == rank]
-        wait_until(lambda: sum(stored(out, task_ids).values()) > in_flight, f"stage task {rank} generating on n2")
+        wait_until(lambda: sum(results(out, task_ids).values()) > in_flight, f"stage task {rank} generating on n2")
         try:
             subprocess.run([SLURM_CLUSTER, "kill-node", "n2"], check=True)
-            lost_with = sum(stored(out, task_ids).values())
+            lost_with = sum(results(out, task_ids).values())
             summary = finished(out)
         finally:
             subprocess.run([SLURM_CLUSTER, "start"], check=True)  # n2 back for the tests after this one
@@ -270,7 +253,7 @@ def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(s
     cancelled mid-run (its script unlists it and stops it; the requests it had in flight are retried on the second).
     Nothing is lost, nothing generated twice."""
     docs, in_flight = 60, 8
-    ids = write_docs(tmp_path, docs)
+    ids = write_docs(tmp_path, docs, chars=400)
     servers, out = tmp_path / "servers.txt", tmp_path / "out"
     servers.write_text("")
 
@@ -307,12 +290,12 @@ def test_teacher_servers_started_as_slurm_jobs_come_and_go_while_a_run_goes_on(s
             wait_until(lambda: len(listed()) == 2, "the second server listed")
             second = next(url for url in listed() if url != first)
             listed_at = time.monotonic()
-            assert sum(stored(out).values()) < docs - 2 * in_flight  # the run is under way, far from done
+            assert sum(results(out).values()) < docs - 2 * in_flight  # the run is under way, far from done
             wait_until(lambda: requests_at(second) > 0, "a request at the second server", deadline=30)
             assert time.monotonic() - listed_at < 10  # within seconds
             subprocess.run(["scancel", first_job], check=True)
             wait_until(lambda: listed() == [second], "the first server unlisted as its job ended")
-            assert sum(stored(out).values()) < docs  # mid-run
+            assert sum(results(out).values()) < docs  # mid-run
             assert run.wait(timeout=TIMEOUT) == 0, run.stdout.read()
         finally:
             subprocess.run(["scancel", second_job], check=True)

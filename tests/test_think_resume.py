@@ -27,20 +27,28 @@ DOCS = 12
 SEPARATOR = "\n\n### Thinking\n"
 
 
-def corpus(tmp_path, generate: str) -> str:
-    """A config over DOCS real documents (demo web text, cut short) with the embedded teacher and a tiny budget."""
+def write_docs(folder, count: int, chars: int = 300) -> list[str]:
+    """`count` documents of real text (demo web text, cut to `chars`) in folder/docs.jsonl; their ids."""
     with open(ROOT / "data" / "demo" / "web.jsonl", encoding="utf-8") as stream:
-        texts = [json.loads(line)["text"][:300] for line, _ in zip(stream, range(DOCS))]
-    write_jsonl(tmp_path / "docs.jsonl", [{"id": f"doc{i:02d}", "text": t} for i, t in enumerate(texts)])
+        texts = [json.loads(line)["text"][:chars] for line in stream]
+    ids = [f"doc{i:02d}" for i in range(count)]
+    write_jsonl(folder / "docs.jsonl", [{"id": i, "text": texts[n % len(texts)]} for n, i in enumerate(ids)])
+    return ids
+
+
+def corpus(tmp_path, generate: str) -> str:
+    """A config over DOCS real documents with the embedded teacher and a tiny budget."""
+    write_docs(tmp_path, DOCS)
     config = tmp_path / "config.yaml"
     config.write_text(f"sources: [{{name: web, path: docs.jsonl}}]\ntruncate: {{max_doc_tokens: 48}}\n"
                       f"generate: {{{generate}}}\noutput: {{parts: 2}}\n")
     return str(config)
 
 
-def results(out) -> Counter:
-    """How many finished results the store holds per request id, over every run."""
-    return Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)
+def results(out, ids: list[str] | None = None) -> Counter:
+    """How many finished results the store holds per request id (of `ids` only, if given), over every run."""
+    found = Counter(e["id"] for _, e in read_entries(f"{out}/thinking") if "raw" in e)
+    return Counter({i: n for i, n in found.items() if ids is None or i in ids})
 
 
 def tpt_run(config: str, out, kill_when=None, engine: str = "beam") -> subprocess.CompletedProcess | None:
