@@ -34,13 +34,13 @@ import contextlib
 import io
 import logging
 import multiprocessing
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.bench_cpu_stages import BATCH, MAX_TOKENS, fastest, run_bare
+from tests.conftest import running_slurm_cluster
 from tests.corpora import write_corpus
 from tpt.config import PipelineConfig
 from tpt.run.registry import ENGINES
@@ -51,7 +51,6 @@ BEAM, DATATROVE, RAY = "Beam DirectRunner, 2 workers", "datatrove local, 2 tasks
 SLURM = "datatrove Slurm, 2 nodes"
 ONE_EACH = ", one document per file"
 NO_DEDUP = ", no deduplication"
-CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "slurm-cluster.sh"
 SUBMISSIONS: list[float] = []  # seconds `tpt run` took to submit each Slurm run
 
 
@@ -120,19 +119,6 @@ def run_slurm(config: PipelineConfig) -> int:
     return layout.read_json(layout.summary)["totals"]["written"]
 
 
-def start_slurm() -> tuple[float, bool]:
-    """Seconds to start the two-node Slurm cluster (0 if it was up), and whether this started it."""
-    if subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0:
-        started = 0.0, False
-    else:
-        clock = time.perf_counter()
-        subprocess.run([CLUSTER, "start"], check=True, capture_output=True)
-        started = time.perf_counter() - clock, True
-    conf = subprocess.run([CLUSTER, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
-    os.environ["SLURM_CONF"] = conf
-    return started
-
-
 def start_ray() -> float:
     """Seconds to start a local Ray cluster of WORKERS CPUs, which the Ray run then uses (`tpt run` alone would start
     one of all CPUs for the run)."""
@@ -181,12 +167,8 @@ def main() -> None:
         runs = {ONE_CORE: (run_bare_forked, [corpus], n), BOTH_CORES: (run_bare_forked, sorted(parts.iterdir()), n)}
         seconds = fastest(runs | engine_runs(local, parts, one_each, n), args.rounds, tmp / "local")
         if not args.no_slurm:  # its daemons idle beside the others' runs, as Ray's would not
-            slurm_start, stop_slurm = start_slurm()
-            try:
+            with running_slurm_cluster() as slurm_start:
                 seconds |= fastest(engine_runs({SLURM: run_slurm}, parts, one_each, n), args.rounds, tmp / "slurm")
-            finally:
-                if stop_slurm:
-                    subprocess.run([CLUSTER, "stop"], check=True, capture_output=True)
         ray_start = start_ray()  # only now: its idle processes stay out of the other figures
         seconds |= fastest(engine_runs({RAY: run_ray}, parts, one_each, n), args.rounds, tmp / "ray")
     rate = {name: n / took for name, took in seconds.items() if not name.endswith(ONE_EACH)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,13 +164,38 @@ def local_datatrove_run(full_run, tmp_path_factory) -> PipelineConfig:
 SLURM_CLUSTER = str(ROOT / "scripts" / "slurm-cluster.sh")
 
 
+@contextlib.contextmanager
+def running_slurm_cluster() -> Iterator[float]:
+    """The two-node cluster of scripts/slurm-cluster.sh, with SLURM_CONF set for sbatch, squeue and scancel (and the
+    jobs: sbatch exports it): the one up already, else one started now and stopped at the end. Yields the seconds
+    starting it took (0 if it was up); RuntimeError, saying why, if it cannot start."""
+    import subprocess
+
+    was_up = subprocess.run([SLURM_CLUSTER, "status"], capture_output=True).returncode == 0
+    clock = time.perf_counter()
+    started = subprocess.run([SLURM_CLUSTER, "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"scripts/slurm-cluster.sh start failed: {started.stderr.strip()[-800:]}")
+    took = 0.0 if was_up else time.perf_counter() - clock
+    conf = subprocess.run([SLURM_CLUSTER, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield took
+    finally:
+        if previous is None:
+            os.environ.pop("SLURM_CONF")
+        else:
+            os.environ["SLURM_CONF"] = previous
+        if not was_up:
+            subprocess.run([SLURM_CLUSTER, "stop"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The live two-node cluster of scripts/slurm-cluster.sh, once per session: the one already up (CI starts it),
-    else one started here and stopped at the end. Without Slurm a test that needs it is skipped, saying why; in CI
-    (CI=true) it errors instead."""
+    """The live two-node cluster (`running_slurm_cluster`), once per session. Without Slurm a test that needs it is
+    skipped, saying why; in CI (CI=true) it errors instead."""
     import shutil
-    import subprocess
 
     def unavailable(why: str):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -177,20 +204,12 @@ def slurm_cluster():
 
     if not shutil.which("slurmctld") or not shutil.which("sbatch"):
         unavailable("Slurm is not installed: `scripts/slurm-cluster.sh start` installs slurm-wlm and munge and starts a cluster")
-    was_up = subprocess.run([SLURM_CLUSTER, "status"], capture_output=True).returncode == 0
-    started = subprocess.run([SLURM_CLUSTER, "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        unavailable(f"scripts/slurm-cluster.sh start failed: {started.stderr.strip()[-800:]}")
-    conf = subprocess.run([SLURM_CLUSTER, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf  # for sbatch, squeue and scancel, here and in the jobs (sbatch exports it)
-    yield SLURM_CLUSTER
-    if previous is None:
-        os.environ.pop("SLURM_CONF")
-    else:
-        os.environ["SLURM_CONF"] = previous
-    if not was_up:
-        subprocess.run([SLURM_CLUSTER, "stop"], check=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(running_slurm_cluster())
+        except RuntimeError as error:
+            unavailable(str(error))
+        yield SLURM_CLUSTER
 
 
 @pytest.fixture(scope="session")
