@@ -67,8 +67,8 @@ class Router:
         self._listed = asyncio.Event()  # set while a server is listed
         self.update(urls)
 
-    def update(self, urls: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Make `urls` the servers new requests go to; returns the URLs (added, removed). A server that stays keeps
+    def update(self, urls: Iterable[str]) -> tuple[list[Server], list[Server]]:
+        """Make `urls` the servers new requests go to; returns the servers (added, removed). A server that stays keeps
         its state (in flight, set aside); one that leaves keeps its requests in flight, and no new one reaches it."""
         wanted = list(dict.fromkeys(url.rstrip("/") for url in urls))
         listed = {server.url: server for server in self.servers}
@@ -77,7 +77,8 @@ class Router:
             self._listed.set()
         else:
             self._listed.clear()
-        return [url for url in wanted if url not in listed], [url for url in listed if url not in wanted]
+        return ([server for server in self.servers if server.url not in listed],
+                [server for url, server in listed.items() if url not in wanted])
 
     def pick(self, avoid: Collection[str] = ()) -> Server | None:
         """The usable server with the fewest requests outstanding, preferring those not in `avoid` (where this request
@@ -172,7 +173,7 @@ class ServersFile:
                 continue
             failing = False
             added, removed = router.update(urls)
-            for url in added:
-                log.info("%s: server added: %s", self.location, redact(url))
-            for url in removed:
-                log.info("%s: server removed: %s (its requests in flight finish, or are retried on another)", self.location, redact(url))
+            for server in added:
+                log.info("%s: server added: %s", self.location, server.shown)
+            for server in removed:
+                log.info("%s: server removed: %s (its requests in flight finish, or are retried on another)", self.location, server.shown)
