@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 from benchmarks.bench_cpu_stages import fastest
-from tests.corpora import jaccard, plant_duplicates, write_corpus
+from tests.corpora import PLANTED_WEIGHTS, jaccard, plant_duplicates, write_corpus
 from tests.simulator import SimulatedServer
 from tpt.config import DedupConfig, GenerateConfig, PipelineConfig, SourceConfig
 from tpt.dedup import Deduplication
@@ -91,8 +91,7 @@ def quality(originals: int, folder: Path) -> dict:
     planted = plant_duplicates(originals)
     paths = planted.write(folder)
     texts = {row["id"]: row["text"] for rows in planted.sources.values() for row in rows}
-    weights = {"web": 1.0, "mirror": 2.0, "crawl": 1.0, "portal": 1.0}
-    sources = [SourceConfig(name=name, path=str(path), weight=weights[name]) for name, path in paths.items()]
+    sources = [SourceConfig(name=name, path=str(path), weight=PLANTED_WEIGHTS[name]) for name, path in paths.items()]
     results = {}
     with SimulatedServer(slots=64, rate=100_000, mean_tokens=20, instant=True) as server:
         for name, dedup in (("on", DedupConfig()), ("off", DedupConfig(exact=False, near=False))):

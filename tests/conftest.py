@@ -98,11 +98,25 @@ def demo_run(demo_config, tmp_path_factory) -> tuple[PipelineConfig, dict]:
     return config, execute(config, workers=2)
 
 
+def outcome(out: Path) -> dict:
+    """What a run decided: the ids written, and each duplicate set aside with its kept copy and kind."""
+    import pyarrow.parquet as pq
+
+    from tpt.io.output import OutputLayout, read_rejects
+
+    layout = OutputLayout(out)
+    rejects = read_rejects(layout)
+    return {
+        "written": sorted(pq.read_table(out / "manifest.parquet", columns=["id"]).column("id").to_pylist()),
+        "duplicates": sorted((r["id"], r["duplicate_of"], r["reason"]) for r in rejects if r["stage"] == "deduplicate"),
+    }
+
+
 @pytest.fixture(scope="session")
 def planted_run(tmp_path_factory) -> tuple[PipelineConfig, dict, dict]:
-    """The corpus of planted duplicates (tests/test_dedup.py) through Beam (2 worker processes), once per session:
+    """The corpus of planted duplicates (tests/corpora.py `planted_config`) through Beam (2 worker processes), once per session:
     its config, summary and `outcome`, the copies kept that every engine, task count and rerun must keep."""
-    from tests.test_dedup import outcome, planted_config
+    from tests.corpora import planted_config
     from tpt.run import execute
 
     folder = tmp_path_factory.mktemp("planted")

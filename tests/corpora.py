@@ -7,9 +7,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tpt.config import PipelineConfig, SourceConfig
 from tpt.dedup.signature import shingles
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+PLANTED_WEIGHTS = {"web": 1.0, "mirror": 2.0, "crawl": 1.0, "portal": 1.0}  # the planted sources' weights: mirror's copies win
 
 
 def demo_texts() -> list[str]:
@@ -104,3 +106,10 @@ def jaccard(a: str, b: str) -> float:
     """The true Jaccard similarity of two texts' shingles (the word 5-grams near-duplicate detection compares)."""
     left, right = set(shingles(a, 5)), set(shingles(b, 5))
     return len(left & right) / len(left | right)
+
+
+def planted_config(folder: Path, originals: int = 24, **updates) -> PipelineConfig:
+    """A run over a corpus of planted duplicates (`plant_duplicates`, up to 400 words a document) written to `folder`."""
+    paths = plant_duplicates(originals, max_words=400).write(folder)
+    sources = [SourceConfig(name=name, path=str(path), weight=PLANTED_WEIGHTS[name]) for name, path in paths.items()]
+    return PipelineConfig(sources=sources, output={"parts": 3}, **updates)

@@ -9,19 +9,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.corpora import jaccard, plant_duplicates
+from tests.conftest import outcome, write_jsonl
+from tests.corpora import PLANTED_WEIGHTS, jaccard, plant_duplicates, planted_config
 from tests.test_pipeline_beam import run_cli
 from tpt.config import DedupConfig, GenerateConfig, NormalizeConfig, PipelineConfig, SourceConfig, load_config
 from tpt.config_file import ConfigError
 from tpt.dedup import Deduplication, Member, decide
 from tpt.dedup.clusters import Edge, near_edges
 from tpt.dedup.signature import digest, shingles
-from tpt.io.output import OutputLayout, read_rejects
 from tpt.run import execute
 from tpt.schema import Record
-
-WEIGHTS = {"web": 1.0, "mirror": 2.0, "crawl": 1.0, "portal": 1.0}
 
 
 def clusters_of(duplicates) -> set[frozenset[str]]:
@@ -62,7 +59,7 @@ def test_clusters_equal_datasketch_minhash_lsh_on_the_same_texts():
     records = [Record(row["id"], name, row["text"]) for name, rows in planted.sources.items() for row in rows]
     texts = {record.id: record.text for record in records}
     config = DedupConfig()
-    ours = in_process(Deduplication(config, WEIGHTS, thinks=False), records)
+    ours = in_process(Deduplication(config, PLANTED_WEIGHTS, thinks=False), records)
 
     minhash = config.minhash
     lsh = MinHashLSH(threshold=minhash.jaccard_threshold, num_perm=minhash.permutations,
@@ -157,22 +154,6 @@ def test_bad_parameters_are_refused_before_the_run_naming_the_key(tmp_path, minh
     assert not (tmp_path / "out").exists()
 
 
-def planted_config(folder: Path, originals: int = 24, **updates) -> PipelineConfig:
-    paths = plant_duplicates(originals, max_words=400).write(folder)
-    sources = [SourceConfig(name=name, path=str(path), weight=WEIGHTS[name]) for name, path in paths.items()]
-    return PipelineConfig(sources=sources, output={"parts": 3}, **updates)
-
-
-def outcome(out: Path) -> dict:
-    """What a run decided: the ids written, and each duplicate set aside with its kept copy and kind."""
-    layout = OutputLayout(out)
-    rejects = read_rejects(layout)
-    return {
-        "written": sorted(pq.read_table(out / "manifest.parquet", columns=["id"]).column("id").to_pylist()),
-        "duplicates": sorted((r["id"], r["duplicate_of"], r["reason"]) for r in rejects if r["stage"] == "deduplicate"),
-    }
-
-
 @pytest.mark.slow
 def test_the_same_copies_are_kept_on_every_engine_task_count_and_rerun(tmp_path, planted_run):
     config, summary, reference = planted_run  # Beam, 2 workers
@@ -214,7 +195,7 @@ def test_reuse_writes_each_copy_with_its_kept_documents_thinking_and_asks_once_p
     summary = execute(config.with_output_dir(str(tmp_path / "out")), engine, **options)
     asked = teacher.stats()["requests"]
 
-    samples = {sample["id"]: sample for sample in read_shards(tmp_path / "out", WEIGHTS)}
+    samples = {sample["id"]: sample for sample in read_shards(tmp_path / "out", PLANTED_WEIGHTS)}
     manifest = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
     copies = [row for row in manifest if row["duplicate_of"] is not None]
     assert summary["totals"]["rejected"] == 0 and len(samples) == summary["totals"]["read"]  # every copy is written
@@ -285,7 +266,7 @@ def test_killed_mid_generation_with_duplicates_then_rerun_asks_once_per_cluster(
     def config(url: str) -> str:
         path = tmp_path / "config.yaml"
         path.write_text(json.dumps({
-            "sources": [{"name": name, "path": str(file), "weight": WEIGHTS[name]} for name, file in paths.items()],
+            "sources": [{"name": name, "path": str(file), "weight": PLANTED_WEIGHTS[name]} for name, file in paths.items()],
             "truncate": {"max_doc_tokens": 128}, "dedup": {"duplicates": "reuse"},
             "generate": {"backend": "openai", "model": "teacher", "chat": True, "max_new_tokens": 1000, "max_in_flight": 8,
                          "openai": {"base_urls": [url]}, "store": {"flush_every_docs": 1}}}))

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, outcome, write_jsonl
 from tests.simulator import SimulatedServer
 from tests.test_datatrove import outputs
 from tests.test_pipeline_beam import read_streams
@@ -246,8 +246,6 @@ def test_a_task_that_fails_on_ray_fails_the_run_naming_its_job(cluster, tmp_path
 
 
 def test_ray_keeps_the_same_copies_of_duplicated_text_as_beam(cluster, planted_run, tmp_path):
-    from tests.test_dedup import outcome
-
     config, _, beam = planted_run
     execute(config.with_output_dir(str(tmp_path / "ray")), "datatrove", executor="ray", tasks=TASKS, address=cluster.address)
     found = outcome(tmp_path / "ray")
