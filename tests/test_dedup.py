@@ -214,10 +214,12 @@ def test_reuse_writes_each_copy_with_its_kept_documents_thinking_and_asks_once_p
 @pytest.mark.slow
 def test_a_rerun_with_a_source_that_copies_earlier_text_asks_nothing_for_it(tmp_path, teacher):
     """The copy in the new, heavier source becomes its cluster's kept document, and finds the stored thinking by
-    what was asked, not by its id."""
-    planted = plant_duplicates(9)
+    what was asked, not by its id; a copy whose whitespace differs, by what its text asks once normalised."""
+    planted = plant_duplicates(9, max_words=400)
     web = write_jsonl(tmp_path / "web.jsonl", planted.sources["web"])
-    copies = [{"id": f"re-{row['id']}", "text": row["text"]} for row in planted.sources["web"][:5]]
+    copies = [{"id": f"re-{row['id']}", "text": row["text"].replace(". ", ".  ") + "\n" if i % 2 else row["text"]}
+              for i, row in enumerate(planted.sources["web"][:5])]  # every other one respaced
+    assert sum(copy["text"] != row["text"] for copy, row in zip(copies, planted.sources["web"])) == 2
     reposted = write_jsonl(tmp_path / "reposted.jsonl", copies)
     first = PipelineConfig(sources=[SourceConfig(name="web", path=str(web))], generate=teacher_section(teacher),
                            output={"dir": str(tmp_path / "out")})

@@ -3,7 +3,8 @@
 The argument, in the order it happens:
 
 1. A worker starts by indexing the store (OUT/thinking/: every answer any run kept, by the fingerprint of what it
-   asked; tpt.generate.store). A request whose fingerprint is there is read back, never sent (`claim` -> STORED).
+   asked and of what its text asks normalised; tpt.generate.store). A request with a fingerprint there is read
+   back, never sent (`claim` -> STORED).
 2. Otherwise the first stream of the worker to claim it sends it (SEND), and from then on it is in flight for every
    stream of that worker: a stream that claims it meanwhile (a bundle retried while the failed attempt's requests
    are still out) follows it (FOLLOW), and its window gets the same answer. Nothing in a worker is sent twice.
@@ -50,8 +51,9 @@ class Answers:
         """What `window`'s stream does with `pending`, and where its answer is when it is stored."""
         key = pending.fingerprint
         with self._lock:
-            if key in self._stored:
-                return Claim.STORED, self._stored[key]
+            for stored in pending.keys:
+                if stored in self._stored:
+                    return Claim.STORED, self._stored[stored]
             if key in self._in_flight:
                 self._in_flight[key].append(window.expect(pending))
                 return Claim.FOLLOW, None
@@ -63,7 +65,7 @@ class Answers:
         location = self._store.append(entry)
         with self._lock:
             if "raw" in entry:
-                self._stored[pending.fingerprint] = location  # a retried bundle in this worker reads it back
+                self._stored.update(dict.fromkeys(pending.keys, location))  # a retried bundle in this worker reads it back
             followers = self._in_flight.pop(pending.fingerprint, [])
         for follow in followers:
             follow(entry)

@@ -3,7 +3,9 @@ a stored answer becomes.
 
 - A document asks one request per sample (`generate.samples_per_document`, or its class's `generate.budgets` rule),
   each with its class's `max_new_tokens`; a request is known by the fingerprint of what it asks, whatever document
-  asks it, so the same text under another id or source finds the stored answer.
+  asks it, so the same text under another id or source finds the stored answer. With exact deduplication, it is
+  also known by what its text would ask once normalised (`dedup.normalize`), so a copy that differs only there (its
+  whitespace, say) finds the answer another copy of the text was given, when a rerun makes it the kept copy.
 - What is stored of an answer: its text as the server gave it (made safe by tpt.generate.answers), why it stopped,
   and token counts that are counts.
 - A stored answer becomes its document's sample [d; t] (cut at `</think>`, flagged, at most twice its budget) and
@@ -20,8 +22,9 @@ from typing import Any, NamedTuple
 
 from tokenizers import Tokenizer
 
-from tpt.config import GenerateConfig
+from tpt.config import GenerateConfig, NormalizeConfig
 from tpt.dedup import with_kept_fields
+from tpt.dedup.signature import normalize
 from tpt.generate import postprocess
 from tpt.generate.answers import plausible_count, sanitise
 from tpt.generate.budgets import Budgets
@@ -41,12 +44,18 @@ def sample_ids(document_id: str, samples: int) -> list[str]:
 
 class Pending(NamedTuple):
     """A sample's request on its way: the record it is for, the request, the fingerprint its answer is stored under,
-    and which of the record's samples it is."""
+    which of the record's samples it is, and the fingerprint of what its text would ask normalised, where that differs."""
 
     record: Record
     request: Request
     fingerprint: str
     sample: int
+    same_text: str | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every fingerprint an answer to it may be stored under."""
+        return (self.fingerprint,) if self.same_text is None else (self.fingerprint, self.same_text)
 
 
 def fingerprint(config: GenerateConfig, request: Request, sample: int) -> str:
@@ -60,23 +69,35 @@ def fingerprint(config: GenerateConfig, request: Request, sample: int) -> str:
 class SampleRules:
     """A run's generate section applied to documents, answers and stored answers (see the module)."""
 
-    def __init__(self, config: GenerateConfig, encoder: Tokenizer, prompts: PromptBuilder):
+    def __init__(self, config: GenerateConfig, encoder: Tokenizer, prompts: PromptBuilder,
+                 same_text: NormalizeConfig | None = None):
+        """`same_text`: the normalisation under which two texts are one (exact deduplication's), or None."""
         self.config = config
         self.budgets = Budgets(config)
         self._encoder = encoder  # the teacher's tokenizer: thinking_tokens, sample_tokens, cuts
         self._prompts = prompts
+        self._same_text = same_text
 
     def requests(self, record: Record) -> list[Pending]:
-        """The requests of a record's samples, each with its fingerprint."""
+        """The requests of a record's samples, each with its fingerprints."""
         pending, budget = [], self.budgets.of(record)
+        normalised = normalize(record.text, self._same_text) if self._same_text else record.text
         for sample, rid in enumerate(sample_ids(record.id, budget.samples_per_document)):
-            request = dataclasses.replace(self._prompts.request(rid, record.text), max_new_tokens=budget.max_new_tokens)
-            pending.append(Pending(record, request, fingerprint(self.config, request, sample), sample))
+            request = self._request(rid, record.text, budget.max_new_tokens)
+            same_text = None
+            if normalised != record.text:
+                same_text = fingerprint(self.config, self._request(rid, normalised, budget.max_new_tokens), sample)
+            pending.append(Pending(record, request, fingerprint(self.config, request, sample), sample, same_text))
         return pending
+
+    def _request(self, rid: str, text: str, max_new_tokens: int) -> Request:
+        return dataclasses.replace(self._prompts.request(rid, text), max_new_tokens=max_new_tokens)
 
     def entry(self, pending: Pending, completion: Completion) -> dict[str, Any]:
         """What is stored of an answer: the text, why it stopped and its token counts, or why it failed."""
         entry = {"id": completion.id, "key": pending.fingerprint, "retries": completion.retries, "t": time.time()}
+        if pending.same_text:
+            entry["same_text"] = pending.same_text
         if completion.server:
             entry["server"] = completion.server
         if completion.failed_at:

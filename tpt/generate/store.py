@@ -6,9 +6,11 @@ any fsspec URL. Each writer (one per worker process and run) is named
 per result or failure, flushed every N lines or seconds. Results are keyed by
 a fingerprint of what was asked (prompt, model, sampling, the sample's number),
 not by the document that asked: the same text under another id or source, a
-copy that became its cluster's kept one, finds the stored result; a changed
-document or setting is generated afresh, never served stale. The first result
-read wins.
+copy that became its cluster's kept one, finds the stored result. A result
+also names what its text asks once normalised (`same_text`, where that
+differs), so a copy that differs only in what normalisation removes finds it
+too (tpt.generate.samples). A changed document or setting is generated
+afresh, never served stale. The first result read wins.
 
 A worker keeps only an index of the store in memory (where each result's line
 is), never the thinking texts themselves: it reads back the results it reuses,
@@ -39,9 +41,10 @@ class ThinkingStore(JsonLinesStore):
         self.run_id = run_id
 
     def index(self, longest: int | None = None) -> dict[str, Location]:
-        """Where every finished result is, by the fingerprint of what was asked. A result that cannot be used (see
-        `unusable`; a line over `longest` bytes, stored whole before answers were bounded; a line that is not JSON)
-        is left out, so its request is generated again: it never stops a run."""
+        """Where every finished result is, by the fingerprint of what was asked and, where it differs, of what its text
+        asks normalised (`same_text`). A result that cannot be used (see `unusable`; a line over `longest` bytes,
+        stored whole before answers were bounded; a line that is not JSON) is left out, so its request is generated
+        again: it never stops a run."""
         done: dict[str, Location] = {}
         skipped: Counter = Counter()
         for location, entry in self.scan(on_corrupt=skipping("its request is generated again")):
@@ -52,6 +55,8 @@ class ThinkingStore(JsonLinesStore):
                 skipped[reason] += 1
             else:
                 done.setdefault(entry["key"], location)
+                if isinstance(entry.get("same_text"), str):
+                    done.setdefault(entry["same_text"], location)
         for reason, count in skipped.items():
             log.warning("%s: %d stored result(s) %s; their requests are generated again", self.folder.url, count, reason)
         return done

@@ -19,7 +19,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     if config.classify is not None:
         stages.append(Classify(config.classify))
     if config.generate is not None:
-        stages.append(Think(config.generate, config.tokenizer, config.output.dir))
+        same_text = config.dedup.normalize if config.dedup.exact else None
+        stages.append(Think(config.generate, config.tokenizer, config.output.dir, same_text))
     return stages
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from tokenizers import Tokenizer
 
 from tpt.assets import tokenizer_file
-from tpt.config import GenerateConfig
+from tpt.config import GenerateConfig, NormalizeConfig
 from tpt.generate.answers import stored_bytes
 from tpt.generate.backend import Backend
 from tpt.generate.backends import build_backend
@@ -47,11 +47,14 @@ class Think(Stage):
     name: ClassVar[str] = STAGE
     worker_state = ("_generation",)
 
-    def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None):
+    def __init__(self, config: GenerateConfig, tokenizer: str, output_dir: str | None,
+                 same_text: NormalizeConfig | None = None):
+        """`same_text`: exact deduplication's normalisation, under which a stored answer serves every copy of a text."""
         if not output_dir:
             raise ValueError("generate: the think stage keeps its results in OUT/thinking/: set output.dir or pass --output")
         self.config = config
         self.tokenizer = tokenizer  # the teacher's, for thinking_tokens and sample_tokens
+        self.same_text = same_text
         self.store_dir = OutputLayout(output_dir).url_of(STORE)
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)  # names this run's store parts
         self._generation: Generation | None = None  # set up in each worker
@@ -64,7 +67,8 @@ class Think(Stage):
     def setup(self) -> None:
         if self._generation is None:
             self._generation = Generation.start(self.config, self.tokenizer, ThinkingStore(
-                self.store_dir, self.run_id, self.config.store.flush_every_docs, self.config.store.flush_every_seconds))
+                self.store_dir, self.run_id, self.config.store.flush_every_docs, self.config.store.flush_every_seconds),
+                self.same_text)
 
     def stream(self, progress: Progress) -> ThinkStream:
         return ThinkStream(self._generation, self.config.max_in_flight, progress)
@@ -89,12 +93,13 @@ class Generation:
     answers: Answers
 
     @classmethod
-    def start(cls, config: GenerateConfig, tokenizer: str, store: ThinkingStore) -> Generation:
+    def start(cls, config: GenerateConfig, tokenizer: str, store: ThinkingStore,
+              same_text: NormalizeConfig | None = None) -> Generation:
         encoder = Tokenizer.from_file(str(tokenizer_file(tokenizer)))
         encoder.no_truncation()
         backend = build_backend(config)
         chat = config.chat if config.chat is not None else has_chat_template(backend.template_folder(tokenizer_file(tokenizer)))
-        rules = SampleRules(config, encoder, PromptBuilder(load_template(config.prompt), chat))
+        rules = SampleRules(config, encoder, PromptBuilder(load_template(config.prompt), chat), same_text)
         backend.setup()
         answers = Answers(store, stored_bytes(rules.budgets.longest))
         store.open(backend=config.backend, model=config.model)
