@@ -112,6 +112,14 @@ def outcome(out: Path) -> dict:
     }
 
 
+def stage_report(stage, out: Path | str) -> dict:
+    """A stage's figures for summary.json on the run written to `out`, as finalize asks for them."""
+    from tpt.io.output import OutputLayout, RejectCounts
+
+    layout = OutputLayout(out)
+    return stage.report(layout, RejectCounts.read(layout))
+
+
 @pytest.fixture(scope="session")
 def planted_run(tmp_path_factory) -> tuple[PipelineConfig, dict, dict]:
     """The corpus of planted duplicates (tests/corpora.py `planted_config`) through Beam (2 worker processes), once per session:

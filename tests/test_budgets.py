@@ -12,7 +12,7 @@ import pytest
 import yaml
 from tokenizers import Tokenizer
 
-from tests.conftest import ROOT, think_all, write_jsonl
+from tests.conftest import ROOT, stage_report, think_all, write_jsonl
 from tests.test_analysis_stats import write_run
 from tests.test_pipeline_beam import read_shards
 from tpt.analysis.estimate import write_sample
@@ -24,7 +24,6 @@ from tpt.config_file import ConfigError
 from tpt.generate.budgets import Budget, Budgets
 from tpt.generate.prompts import PromptBuilder
 from tpt.generate.samples import SampleRules
-from tpt.io.output import OutputLayout
 from tpt.schema import Record, manifest_table
 from tpt.stages.think import Think
 
@@ -145,7 +144,7 @@ def test_a_changed_budget_regenerates(tmp_path):
         stage = Think(generate, "embedded", str(tmp_path / "out"))
         think_all(stage, [labelled("e", "everyday_life"), labelled("h", "history")])
         stage.close()
-        return stage.report(OutputLayout(str(tmp_path / "out")))["requests_generated"]
+        return stage_report(stage, str(tmp_path / "out"))["requests_generated"]
 
     assert generated(config) == 2
     assert generated(config) == 0  # the same budgets: both resumed

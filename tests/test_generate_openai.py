@@ -14,12 +14,11 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from tests.conftest import think_all, wait_until, write_jsonl
+from tests.conftest import stage_report, think_all, wait_until, write_jsonl
 from tpt.config import GenerateConfig
 from tpt.generate.backends import build_backend
 from tpt.generate.prompts import PromptBuilder, load_template
 from tpt.generate.types import Request
-from tpt.io.output import OutputLayout
 from tpt.schema import Record, Reject
 from tpt.stages.think import Think
 
@@ -285,7 +284,7 @@ def test_a_failing_server_is_set_aside_and_the_run_finishes_on_the_other(fault_s
     config = fault_config(broken.url, working.url, max_in_flight=4, retries=4, chat=True)
     stage = Think(config, "embedded", str(tmp_path))
     out = think_all(stage, [Record(f"d{i}", "web", f"Document {i}.") for i in range(12)])
-    report = stage.report(OutputLayout(tmp_path))
+    report = stage_report(stage, tmp_path)
     stage.close()
     assert all(not isinstance(r, Reject) for r in out) and report["requests_generated"] == 12
     servers = report["servers"]
@@ -395,7 +394,7 @@ def think_once(server, tmp_path, **changes) -> tuple[Record | Reject, dict]:
     """One document through a fresh think stage on `server`, and the run's generation report."""
     stage = Think(fault_config(server.url, chat=True, **changes), "embedded", str(tmp_path))
     (out,) = think_all(stage, [Record("a", "web", "A document.")])
-    report = stage.report(OutputLayout(tmp_path))
+    report = stage_report(stage, tmp_path)
     stage.close()
     return out, report
 
@@ -535,7 +534,7 @@ def test_a_request_that_failed_before_reaching_a_server_leaves_the_summary_whole
     server = fault_server()
     stage = Think(fault_config(server.url, chat=True, max_in_flight=1), "embedded", str(tmp_path))
     failed, kept = think_all(stage, [Record("a", "web", "A document."), Record("b", "web", "Another.")])
-    report = stage.report(OutputLayout(tmp_path))
+    report = stage_report(stage, tmp_path)
     stage.close()
     assert isinstance(failed, Reject) and failed.detail == "openai: unexpected RuntimeError: injected" and not isinstance(kept, Reject)
     assert (report["requests_failed"], list(report["servers"]), report["servers"][server.url]["requests"]) == (1, [server.url], 1)

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from tokenizers import Tokenizer
 
-from tests.conftest import ROOT, think_all, write_jsonl
+from tests.conftest import ROOT, stage_report, think_all, write_jsonl
 from tests.test_pipeline_beam import read_streams
 from tpt.assets import tokenizer_file
 from tpt.config import GenerateConfig, load_config
@@ -137,7 +137,7 @@ def test_flagged_thinking_is_set_aside_with_its_reason(tmp_path):
     out = think_all(stage, records)
     assert all(isinstance(r, Reject) and r.stage == "think" and r.reason == "thinking_truncated" for r in out)
     assert [r.id for r in out] == ["a", "b"]
-    report = stage.report(OutputLayout(tmp_path))
+    report = stage_report(stage, tmp_path)
     assert report["requests_generated"] == 2 and report["output_tokens"] == 4 and report["requests_failed"] == 0
 
 
@@ -147,7 +147,7 @@ def test_a_changed_document_is_generated_afresh_not_served_stale(tmp_path):
     def run(text: str) -> dict:
         stage = Think(config, "embedded", str(tmp_path))
         think_all(stage, [Record("a", "web", text)])
-        return stage.report(OutputLayout(tmp_path))
+        return stage_report(stage, tmp_path)
 
     assert run("Salt dissolves in water.")["requests_generated"] == 1
     assert run("Salt dissolves in water.")["requests_generated"] == 0  # the same request: resumed
@@ -161,7 +161,7 @@ def test_a_corrupt_line_in_the_store_is_asked_again_never_a_stopped_run(tmp_path
 
     def run() -> tuple[list, dict]:
         stage = Think(config, "embedded", str(tmp_path))
-        return think_all(stage, records), stage.report(OutputLayout(tmp_path))
+        return think_all(stage, records), stage_report(stage, tmp_path)
 
     first, report = run()
     assert report["requests_generated"] == 3

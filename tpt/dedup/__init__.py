@@ -33,7 +33,7 @@ from tpt.config import DedupConfig
 from tpt.dedup.clusters import DUPLICATE_TEXT, NEAR_DUPLICATE, Duplicate, Edge, Member, decide, exact_edges, near_edges
 from tpt.dedup.ids import STAGE
 from tpt.dedup.signature import Signer, digest
-from tpt.io.output import OutputLayout, read_rejects
+from tpt.io.output import OutputLayout, RejectCounts
 from tpt.schema import COLUMNS, Record, Reject
 
 __all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "Signed",
@@ -112,15 +112,13 @@ class Deduplication:
             return Reject.of(record, STAGE, duplicate.kind, detail, duplicate_of=kept.id, similarity=duplicate.similarity)
         return record.replace(duplicate_of=kept.id, duplicate_kind=duplicate.kind, duplicate_similarity=duplicate.similarity)
 
-    def report(self, layout: OutputLayout) -> dict[str, Any]:
+    def report(self, layout: OutputLayout, rejects: RejectCounts) -> dict[str, Any]:
         """For summary.json: duplicates per source and kind, the clusters and the largest, from what the run wrote."""
         duplicates: defaultdict[str, Counter] = defaultdict(Counter)
-        kept_ids: Counter = Counter()
-        for reject in read_rejects(layout):
-            if reject["stage"] == STAGE:
-                duplicates[reject["source"]][reject["reason"]] += 1
-                if reject.get("duplicate_of"):
-                    kept_ids[reject["duplicate_of"]] += 1
+        for (source, stage, reason), count in rejects.reasons.items():
+            if stage == STAGE:
+                duplicates[source][reason] += count
+        kept_ids = Counter(rejects.copies[STAGE])  # drop: the copies set aside, by kept id
         if layout.exists(layout.manifest):  # reuse: the copies written, one row per sample
             import pyarrow.compute as pc
 

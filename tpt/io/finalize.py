@@ -21,7 +21,7 @@ import yaml
 
 from tpt.config import PipelineConfig
 from tpt.io.mds import merge_indexes
-from tpt.io.output import OutputLayout, merge_manifest, read_rejects
+from tpt.io.output import OutputLayout, RejectCounts, merge_manifest, value_counts
 from tpt.io.publish import publish, staged
 from tpt.redact import redact
 from tpt.schema import SCHEMA_VERSION
@@ -36,7 +36,7 @@ class Reporting(Protocol):
 
     name: str
 
-    def report(self, layout: OutputLayout) -> dict[str, Any]: ...
+    def report(self, layout: OutputLayout, rejects: RejectCounts) -> dict[str, Any]: ...
 
 
 def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Reporting], wall_seconds: float,
@@ -46,12 +46,12 @@ def finalize(layout: OutputLayout, config: PipelineConfig, stages: Sequence[Repo
     staging = staged(layout)
     merge_mds_indexes(staging)
     manifest = merge_manifest(staging)
-    rejects = read_rejects(staging)
-    written = Counter(manifest.column("source").to_pylist())
+    rejects = RejectCounts.read(staging)
+    written = value_counts(manifest.column("source"))
     write_streams(staging, config, written, published=layout)
     summary = build_summary(config, manifest, rejects, wall_seconds, engine)
     for stage in stages:
-        report = stage.report(staging)
+        report = stage.report(staging, rejects)
         if report:
             summary["stages"].setdefault(stage.name, {}).update(report)
     summary["output"] = layout.url
@@ -108,20 +108,19 @@ def write_streams(layout: OutputLayout, config: PipelineConfig, written: Counter
     layout.write_text(layout.streams, header + yaml.safe_dump({"streams": streams}, sort_keys=False))
 
 
-def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict], wall_seconds: float,
+def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: RejectCounts, wall_seconds: float,
                   engine: dict[str, Any]) -> dict[str, Any]:
     per_source = {}
     for source in config.sources:
         rows = manifest.filter(pc.equal(manifest.column("source"), source.name))
-        source_rejects = [r for r in rejects if r["source"] == source.name]
         per_source[source.name] = {
             "weight": source.weight,
-            "read": rows.num_rows + len(source_rejects),
+            "read": rows.num_rows + rejects.total(source.name),
             "written": rows.num_rows,
-            "rejected": len(source_rejects),
+            "rejected": rejects.total(source.name),
             "truncated": _count_true(rows, "truncated"),
             **_token_sums(rows),
-            "rejects": _nested_counts(source_rejects),
+            "rejects": rejects.by_stage(source.name),
         }
     read = sum(s["read"] for s in per_source.values())
     return {
@@ -132,11 +131,11 @@ def build_summary(config: PipelineConfig, manifest: pa.Table, rejects: list[dict
         "totals": {
             "read": read,
             "written": manifest.num_rows,
-            "rejected": len(rejects),
+            "rejected": rejects.total(),
             "truncated": _count_true(manifest, "truncated"),
             **_token_sums(manifest),
         },
-        "stages": {stage: {"rejected": dict(reasons)} for stage, reasons in _nested_counts(rejects).items()},
+        "stages": {stage: {"rejected": reasons} for stage, reasons in rejects.by_stage().items()},
         "sources": per_source,
     }
 
@@ -148,10 +147,3 @@ def _count_true(table: pa.Table, column: str) -> int:
 def _token_sums(table: pa.Table) -> dict[str, int]:
     return {name: int(pc.sum(table.column(name)).as_py() or 0) for name in TOKEN_COLUMNS}
 
-
-def _nested_counts(rejects: list[dict]) -> dict[str, dict[str, int]]:
-    """Rejects counted by stage, then reason."""
-    counts: dict[str, Counter] = {}
-    for row in rejects:
-        counts.setdefault(row["stage"], Counter())[row["reason"]] += 1
-    return {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(counts.items())}

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +27,8 @@ from tpt.config import OutputConfig, parse_size
 from tpt.io.mds import ShardWriter
 from tpt.io.storage import Folder
 from tpt.schema import ARROW_TYPES, COLUMNS, MANIFEST_SCHEMA, MDS_TYPES, Record, Reject, manifest_table, mds_value
+
+READERS = 16  # reject files read at once
 
 
 def part_of(key: str, parts: int) -> int:
@@ -40,6 +45,7 @@ class OutputLayout(Folder):
 
     mds = "mds"
     rejects = "rejects"
+    reject_files = "rejects/*/*.jsonl"
     manifest_parts = ".manifest-parts"
     manifest_merged = ".manifest-merged"  # marks a merge whose parts are not all removed yet
     manifest = "manifest.parquet"
@@ -86,11 +92,61 @@ def write_rejects(layout: OutputLayout, source: str, part: str, rejects: Iterabl
     return len(rows)
 
 
+def value_counts(column: pa.ChunkedArray) -> Counter:
+    """How often each value of a manifest column occurs (None: missing), counted by Arrow: millions of rows never
+    become a Python list."""
+    counts = column.value_counts()
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+
+
 def read_rejects(layout: OutputLayout) -> list[dict]:
-    rows = []
-    for data in layout.read_many(layout.glob(f"{layout.rejects}/*/*.jsonl")):
-        rows.extend(json.loads(line) for line in data.splitlines())
-    return rows
+    """Every row of OUT/rejects/ (summary.json counts them with `RejectCounts`, which never holds them)."""
+    return [row for name in layout.glob(layout.reject_files) for row in _reject_rows(layout, name)]
+
+
+@dataclass
+class RejectCounts:
+    """What summary.json takes of OUT/rejects/, counted file by file, a line at a time: a run that set most of its
+    corpus aside (duplicates, mostly) is never held in memory, only these counts."""
+
+    reasons: Counter = field(default_factory=Counter)  # (source, stage, reason) -> rejects
+    copies: defaultdict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # stage -> kept id -> copies
+
+    @classmethod
+    def read(cls, layout: OutputLayout) -> RejectCounts:
+        """Every reject file counted, several at once (object stores answer each read slowly, not many slowly)."""
+        counts = cls()
+        with ThreadPoolExecutor(READERS) as pool:
+            for part in pool.map(lambda name: cls.of_rows(_reject_rows(layout, name)), layout.glob(layout.reject_files)):
+                counts.reasons.update(part.reasons)
+                for stage, kept in part.copies.items():
+                    counts.copies[stage].update(kept)
+        return counts
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[dict]) -> RejectCounts:
+        counts = cls()
+        for row in rows:
+            counts.reasons[row["source"], row["stage"], row["reason"]] += 1
+            if row.get("duplicate_of") is not None:
+                counts.copies[row["stage"]][row["duplicate_of"]] += 1
+        return counts
+
+    def total(self, source: str | None = None) -> int:
+        return sum(count for (of, _, _), count in self.reasons.items() if source in (None, of))
+
+    def by_stage(self, source: str | None = None) -> dict[str, dict[str, int]]:
+        """Rejects counted by stage, then reason: of one source, or of all."""
+        counts: defaultdict[str, Counter] = defaultdict(Counter)
+        for (of, stage, reason), count in self.reasons.items():
+            if source in (None, of):
+                counts[stage][reason] += count
+        return {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(counts.items())}
+
+
+def _reject_rows(layout: OutputLayout, name: str) -> Iterator[dict]:
+    with layout.fs.open(layout.path(name), "rb") as lines:
+        yield from map(json.loads, lines)
 
 
 def merge_manifest(layout: OutputLayout) -> pa.Table:

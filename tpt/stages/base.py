@@ -11,7 +11,7 @@ while the previous run's outputs are still whole), and then, in each worker proc
   one at a time (`push`) and hands back whatever is finished, then everything
   left (`finish`);
 - `close()` at teardown, to release what `setup` took;
-- `report(layout)` in the driver once the run is written, for summary.json.
+- `report(layout, rejects)` in the driver once the run is written, for summary.json.
 
 Two kinds of stage fill that in. A `BatchStage` (truncate, classify) has one
 hook, `process(batch)`, and is streamed `batch_size` records at a time. A stage
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tpt.schema import Record, Reject, stage_fields
 
 if TYPE_CHECKING:
-    from tpt.io.output import OutputLayout
+    from tpt.io.output import OutputLayout, RejectCounts
     from tpt.progress import Progress
 
 
@@ -72,8 +72,8 @@ class Stage:
     def close(self) -> None:
         """Release what `setup` took; the stage can be set up again afterwards."""
 
-    def report(self, layout: OutputLayout) -> dict[str, Any]:
-        """This stage's figures for summary.json, read back from what the run wrote."""
+    def report(self, layout: OutputLayout, rejects: RejectCounts) -> dict[str, Any]:
+        """This stage's figures for summary.json, read back from what the run wrote (its rejects counted once)."""
         return {}
 
 

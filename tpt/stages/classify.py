@@ -7,14 +7,13 @@ per worker process; each batch is normalised once and predicted per axis.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, ClassVar
 
 from tpt.classify.model import AxisModel, load_model, model_path
 from tpt.classify.normalize import EmptyTextError, normalize
 from tpt.classify.taxonomy import AXES
 from tpt.config import ClassifyConfig
-from tpt.io.output import OutputLayout
+from tpt.io.output import OutputLayout, RejectCounts, value_counts
 from tpt.schema import Record, Reject
 from tpt.stages.base import BatchStage
 
@@ -59,7 +58,7 @@ class Classify(BatchStage):
                 out[at] = out[at].replace(**fields)
         return out
 
-    def report(self, layout: OutputLayout) -> dict[str, Any]:
+    def report(self, layout: OutputLayout, rejects: RejectCounts) -> dict[str, Any]:
         """For the run summary: how many written samples got each label, per axis."""
         manifest = layout.read_parquet(layout.manifest, columns=list(AXES))
-        return {"labels": {axis: dict(Counter(manifest.column(axis).to_pylist()).most_common()) for axis in AXES}}
+        return {"labels": {axis: dict(value_counts(manifest.column(axis)).most_common()) for axis in AXES}}

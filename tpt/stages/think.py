@@ -13,6 +13,7 @@ stream gets exactly-once answers and resume after a kill for free.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import Counter, defaultdict
@@ -33,7 +34,7 @@ from tpt.generate.prompts import PromptBuilder, has_chat_template, load_template
 from tpt.generate.samples import REPAIRS, STAGE, Pending, SampleRules
 from tpt.generate.store import Location, ThinkingStore, read_entries
 from tpt.generate.window import Window
-from tpt.io.output import OutputLayout, read_rejects
+from tpt.io.output import OutputLayout, RejectCounts
 from tpt.progress import Progress
 from tpt.schema import Record, Reject
 from tpt.stages.base import Stage, StageStream
@@ -79,9 +80,9 @@ class Think(Stage):
             self._generation.close()
             self._generation = None
 
-    def report(self, layout: OutputLayout) -> dict[str, Any]:
+    def report(self, layout: OutputLayout, rejects: RejectCounts) -> dict[str, Any]:
         """This run's generation figures for summary.json, read back from its store parts."""
-        return generation_report(self.store_dir, self.run_id, layout, self.config)
+        return generation_report(self.store_dir, self.run_id, layout, rejects, self.config)
 
 
 @dataclass
@@ -162,8 +163,8 @@ class ThinkStream(StageStream):
 class Tally:
     """What a run's store entries add up to: requests, tokens, retries and repairs, in all and per server."""
 
-    starts: list[float] = field(default_factory=list)
-    ends: list[float] = field(default_factory=list)
+    first_start: float = math.inf  # of any writer of the run
+    last_end: float = -math.inf  # of any answer
     generated: int = 0
     failed: int = 0
     input_tokens: int = 0
@@ -183,10 +184,10 @@ class Tally:
 
     def add(self, writer: str, entry: dict[str, Any]) -> None:
         if "started" in entry:
-            self.starts.append(entry["started"])
+            self.first_start = min(self.first_start, entry["started"])
             return
         self.writers.add(writer)
-        self.ends.append(entry["t"])
+        self.last_end = max(self.last_end, entry["t"])
         self.retried += entry["retries"]
         server = self.servers[entry.get("server")]
         for url in entry.get("failed_at", ()):
@@ -205,16 +206,17 @@ class Tally:
 
     @property
     def seconds(self) -> float:
-        return max(self.ends) - min(self.starts) if self.ends else 0.0
+        return self.last_end - self.first_start if self.writers else 0.0
 
 
-def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config: GenerateConfig) -> dict[str, Any]:
+def generation_report(store_dir: str, run_id: str, layout: OutputLayout, rejects: RejectCounts,
+                      config: GenerateConfig) -> dict[str, Any]:
     """Tokens, throughput, retries and failures of one run (in all and per server), and the device-hours the
     whole corpus would take at its rate."""
     tally = Tally.of(store_dir, run_id)
     seconds = tally.seconds
     rate = tally.output_tokens / seconds if seconds > 0 else None
-    samples, reused = _samples_asked(layout)
+    samples, reused = _samples_asked(layout, rejects)
     report: dict[str, Any] = {
         "backend": config.backend,
         "model": config.model,
@@ -244,7 +246,7 @@ def generation_report(store_dir: str, run_id: str, layout: OutputLayout, config:
     return report
 
 
-def _samples_asked(layout: OutputLayout) -> tuple[int, int]:
+def _samples_asked(layout: OutputLayout, rejects: RejectCounts) -> tuple[int, int]:
     """The samples the think stage asked for (those with thinking in the shards, and those it set aside), and the
     copies that took a kept document's thinking instead of asking."""
     import pyarrow.compute as pc  # here, not in every worker that imports the stage
@@ -255,8 +257,6 @@ def _samples_asked(layout: OutputLayout) -> tuple[int, int]:
         thought, copy = pc.is_valid(written.column("finish_reason")), pc.is_valid(written.column("duplicate_of"))
         reused = pc.sum(pc.and_(thought, copy)).as_py() or 0
         asked = (pc.sum(thought).as_py() or 0) - reused
-    for reject in read_rejects(layout):
-        if reject["stage"] == STAGE:
-            asked += reject.get("duplicate_of") is None
-            reused += reject.get("duplicate_of") is not None
-    return asked, reused
+    copies = sum(rejects.copies[STAGE].values())  # set aside with their kept document's thinking
+    set_aside = sum(count for (_, stage, _), count in rejects.reasons.items() if stage == STAGE)
+    return asked + set_aside - copies, reused + copies
