@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -119,6 +120,33 @@ def test_every_pair_of_a_bucket_is_verified_not_only_those_with_its_first_member
     a, b, c = (member(key, "web", 1.0) for key in "abc")
     edges = near_edges([(c, right.tobytes()), (b, hub.tobytes()), (a, left.tobytes())], threshold=0.8, one_per_digest=True)
     assert {(edge.a.id, edge.b.id, round(edge.similarity, 2)) for edge in edges} == {("a", "b", 0.82), ("b", "c", 0.82)}
+
+
+def test_a_bucket_gives_the_clusters_of_every_verified_pair_with_as_few_edges_as_they_need():
+    """Near copies of 12 texts, each with up to 40% of its values changed: some pairs of copies are alike, some
+    only through others. The bucket's edges make the clusters every pair above the threshold makes, with a
+    fraction of the edges; 300 copies of one text give 299 edges, not 44,850."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    texts = rng.integers(0, 2**32, size=(12, 112), dtype=np.uint32)
+    entries = []
+    for k in range(240):
+        signature = texts[k % 12].copy()
+        changed = rng.choice(112, size=rng.integers(0, 45), replace=False)
+        signature[changed] = rng.integers(0, 2**32, size=changed.size, dtype=np.uint32)
+        entries.append((member(f"d{k:03d}", "web", 1.0), signature.tobytes()))
+    alike = lambda one, other: np.count_nonzero(np.frombuffer(one, np.uint32) == np.frombuffer(other, np.uint32)) / 112  # noqa: E731
+    every_pair = [Edge(a, b, similarity) for (a, one), (b, other) in itertools.combinations(entries, 2)
+                  if (similarity := alike(one, other)) >= 0.8]
+    edges = near_edges(entries, 0.8, one_per_digest=True)
+    assert clusters_of(decide(edges)) == clusters_of(decide(every_pair))
+    linked = {frozenset((edge.a.id, edge.b.id)) for edge in every_pair}
+    assert any(frozenset(pair) not in linked for cluster in clusters_of(decide(edges)) for pair in itertools.combinations(cluster, 2))
+    assert len(edges) < len(every_pair) / 3
+
+    same = texts[0].tobytes()
+    assert len(near_edges([(member(f"c{k:03d}", "web", 1.0), same) for k in range(300)], 0.8, one_per_digest=True)) == 299
 
 
 def test_a_large_bucket_compares_each_member_with_the_first_by_rank(monkeypatch):

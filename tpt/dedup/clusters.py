@@ -1,10 +1,11 @@
 """From LSH buckets to clusters of duplicates, and which copy of each cluster is kept.
 
 A bucket holds the documents that share a key: the same digest (exact), or
-the same band of their MinHash signatures (near). `bucket_edges` verifies a
-bucket's candidate pairs by their estimated Jaccard; `decide` joins every
-verified edge of the run into clusters by union-find and names, for every
-document but one per cluster, the copy kept in its place.
+the same band of their MinHash signatures (near). `exact_edges` and
+`near_edges` give the edges a bucket's clusters need, a near pair verified by
+its estimated Jaccard; `decide` joins every edge of the run into clusters by
+union-find and names, for every document but one per cluster, the copy kept
+in its place.
 
 The kept copy is the same on every engine, worker count and rerun: the copy
 from the source of highest weight, then the smallest id (`Member.rank`).
@@ -63,9 +64,11 @@ def exact_edges(members: list[Member]) -> list[Edge]:
 
 
 def near_edges(entries: list[tuple[Member, bytes]], threshold: float, one_per_digest: bool) -> list[Edge]:
-    """A band's bucket: each pair whose estimated Jaccard reaches `threshold` (signatures as the bytes of their
-    uint32 values). With `one_per_digest` (exact deduplication links same-text copies already), one member per
-    digest takes part."""
+    """A band's bucket: the pairs whose estimated Jaccard reaches `threshold` (signatures as the bytes of their
+    uint32 values), as many as its clusters need. Each member is compared with those before it by rank and
+    linked to the first it is like in each group of them already linked together: the bucket's clusters are the
+    same as with every such pair, and a bucket of a million near copies gives a million edges, not a billion.
+    With `one_per_digest` (exact deduplication links same-text copies already), one member per digest takes part."""
     entries = sorted(entries, key=lambda entry: entry[0].rank)
     if one_per_digest:  # the first by rank of each digest, in rank order
         firsts: dict[str, tuple[Member, bytes]] = {}
@@ -75,12 +78,19 @@ def near_edges(entries: list[tuple[Member, bytes]], threshold: float, one_per_di
     if len(entries) < 2:
         return []
     signatures = np.frombuffer(b"".join(signature for _, signature in entries), dtype=np.uint32).reshape(len(entries), -1)
+    group = np.arange(min(len(entries), PAIRWISE))  # of each member others are compared with: those linked share one
     edges = []
     for i in range(1, len(entries)):
-        earlier = signatures[:min(i, PAIRWISE)]
-        similarities = np.count_nonzero(earlier == signatures[i], axis=1) / signatures.shape[1]
-        for j in np.flatnonzero(similarities >= threshold):
-            edges.append(Edge(entries[j][0], entries[i][0], float(similarities[j])))
+        similarities = np.count_nonzero(signatures[:min(i, PAIRWISE)] == signatures[i], axis=1) / signatures.shape[1]
+        like = np.flatnonzero(similarities >= threshold)  # in rank order
+        if not like.size:
+            continue
+        groups, first = np.unique(group[like], return_index=True)
+        edges.extend(Edge(entries[j][0], entries[i][0], float(similarities[j])) for j in like[first])
+        joined = group[like[0]]  # the groups `i` is like are one group now, and `i` is in it
+        group[np.isin(group, groups)] = joined
+        if i < group.size:
+            group[i] = joined
     return edges
 
 
