@@ -109,6 +109,28 @@ def test_the_kept_copy_is_the_heaviest_sources_then_the_smallest_id_and_clusters
         assert (found["a"].similarity, found["a"].neighbour) == (0.9, "c")  # joined to it through c
 
 
+def test_clusters_merged_from_several_places_decide_as_one_union_find_of_every_edge():
+    """A Beam combiner's partial union-finds, merged in any order, decide what one union-find of every edge does."""
+    from tpt.dedup import Clusters
+
+    members = {key: member(key, "books" if key in "bk" else "web", 2.0 if key in "bk" else 1.0, "one" if key in "xy" else "")
+               for key in "abcdekxyz"}
+    edges = [Edge(members[a], members[b], score) for a, b, score in
+             [("a", "c", 0.9), ("c", "b", 0.85), ("d", "e", 0.95), ("e", "k", 0.8), ("x", "y", 1.0), ("a", "z", 0.82),
+              ("c", "b", 0.85), ("z", "d", 0.81)]]
+    whole = list(decide(edges))
+    for split in (2, 5, 7):
+        for parts in ([edges[:split], edges[split:]], [edges[split:], edges[:split]]):
+            merged, *others = (Clusters() for _ in parts)
+            for clusters, part in zip([merged, *others], parts):
+                for edge in part:
+                    clusters.add(edge)
+            for clusters in others:
+                merged.merge(clusters)
+            assert list(merged.duplicates()) == whole
+    assert {d.member.id: d.kept.id for d in whole} == dict.fromkeys("acdekz", "b") | {"y": "x"}
+
+
 def test_every_pair_of_a_bucket_is_verified_not_only_those_with_its_first_member():
     """a and c are each like b but not like each other; b is not first by rank, yet both its pairs are found."""
     import numpy as np

@@ -7,14 +7,14 @@ import gc
 import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
 from tpt.config import SourceConfig
-from tpt.dedup import Deduplication, Member, decide
+from tpt.dedup import Clusters, Deduplication, Duplicate, Edge, Member
 from tpt.dedup.ids import keep_one
 from tpt.io.output import part_name, part_of
 from tpt.io.read import read_file
@@ -175,8 +175,8 @@ def _keep_one(element: tuple[str, list[Record]]) -> Iterator:
 class Deduplicate(beam.PTransform):
     """Text deduplication (tpt.dedup), its steps joined by Beam's shuffles; outputs `records` and `rejects`.
 
-        records -> Sign -> GroupByBucket -> VerifyPairs -> GatherEdges (one place) -> Cluster
-              \\________________________________________________________________________\\-> JoinById -> Apply
+        records -> Sign -> GroupByBucket -> VerifyPairs -> Cluster (one place) -> KeyById
+              \\____________________________________________________________________\\-> JoinById -> Apply
     """
 
     def __init__(self, dedup: Deduplication, beacons: str):
@@ -191,8 +191,8 @@ class Deduplicate(beam.PTransform):
             signed[ENTRIES]
             | "GroupByBucket" >> beam.GroupByKey()
             | "VerifyPairs" >> beam.FlatMapTuple(lambda bucket, entries: dedup.edges(bucket, [(Member(*m), s) for m, s in entries]))
-            | "GatherEdges" >> beam.combiners.ToList()
-            | "Cluster" >> beam.FlatMap(lambda edges: ((duplicate.member.id, duplicate) for duplicate in decide(edges)))
+            | "Cluster" >> beam.CombineGlobally(_Cluster())
+            | "KeyById" >> beam.FlatMap(lambda duplicates: ((duplicate.member.id, duplicate) for duplicate in duplicates))
         )
         applied = (
             {"record": signed["records"], "duplicate": duplicates}
@@ -208,6 +208,27 @@ class Deduplicate(beam.PTransform):
             | "AttachCopies" >> beam.MapTuple(_attach)
         )
         return {"records": attached, REJECTS: applied[REJECTS]}
+
+
+class _Cluster(beam.CombineFn):
+    """Every edge of the run into one union-find, each worker's share combined first: what reaches the one place
+    is each pair once (a pair of near copies is found in every band they share), and the decisions come out."""
+
+    def create_accumulator(self) -> Clusters:
+        return Clusters()
+
+    def add_input(self, clusters: Clusters, edge: Edge) -> Clusters:
+        clusters.add(edge)
+        return clusters
+
+    def merge_accumulators(self, accumulators: Iterable[Clusters]) -> Clusters:
+        merged, *others = accumulators
+        for clusters in others:
+            merged.merge(clusters)
+        return merged
+
+    def extract_output(self, clusters: Clusters) -> list[Duplicate]:
+        return list(clusters.duplicates())
 
 
 class _Sign(beam.DoFn):

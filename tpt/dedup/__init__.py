@@ -13,7 +13,7 @@ classify and think. An engine runs it in four steps, with its own shuffle betwee
 
     1. sign      (every worker)      a record -> its `Member`, signature and buckets (`Deduplication.sign`)
     2. buckets   (grouped by bucket) the entries of one bucket -> verified edges (`Deduplication.edges`)
-    3. clusters  (one place)         every edge of the run -> a `Duplicate` per copy not kept (`decide`)
+    3. clusters  (one place)         every edge of the run -> a `Duplicate` per copy not kept (`Clusters`, `decide`)
     4. apply     (grouped by id)     a record and its Duplicate, if any -> `Deduplication.apply`
 
 Only the edges are gathered in one place (the members they name, never a
@@ -30,14 +30,14 @@ from collections import Counter, defaultdict
 from typing import Any, NamedTuple
 
 from tpt.config import DedupConfig
-from tpt.dedup.clusters import DUPLICATE_TEXT, NEAR_DUPLICATE, Duplicate, Edge, Member, decide, exact_edges, near_edges
+from tpt.dedup.clusters import DUPLICATE_TEXT, NEAR_DUPLICATE, Clusters, Duplicate, Edge, Member, decide, exact_edges, near_edges
 from tpt.dedup.ids import STAGE
 from tpt.dedup.signature import Signer, digest
 from tpt.io.output import OutputLayout, RejectCounts
 from tpt.schema import COLUMNS, Record, Reject
 
-__all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Deduplication", "Duplicate", "Edge", "Member", "Signed",
-           "decide", "with_kept_fields"]
+__all__ = ["DUPLICATE_TEXT", "EXACT", "NEAR_DUPLICATE", "STAGE", "Clusters", "Deduplication", "Duplicate", "Edge", "Member",
+           "Signed", "decide", "with_kept_fields"]
 
 EXACT = "exact:"  # the bucket key of a digest; a band's key starts with its number
 OWN = ("read", "truncate", STAGE)  # the stages whose fields a copy keeps as its own

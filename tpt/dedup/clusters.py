@@ -95,40 +95,60 @@ def near_edges(entries: list[tuple[Member, bytes]], threshold: float, one_per_di
 
 
 def decide(edges: Iterable[Edge]) -> Iterator[Duplicate]:
-    """Union-find over every verified edge of the run: each member of a cluster but its kept copy, as a Duplicate.
+    """Union-find over every verified edge of the run: each member of a cluster but its kept copy, as a Duplicate."""
+    clusters = Clusters()
+    for edge in edges:
+        clusters.add(edge)
+    return clusters.duplicates()
 
-    The only state gathered in one place is the edges' members, never a document's signature or text."""
-    members: dict[str, Member] = {}
-    parent: dict[str, str] = {}
-    pairs: dict[tuple[str, str], float] = {}
-    closest: dict[str, tuple[float, str]] = {}  # each member's most similar neighbour, ties to the smallest id
 
-    def root(node: str) -> str:
+class Clusters:
+    """Union-find over edges taken one at a time, or merged from several places (a Beam combiner's partial results):
+    what it holds is the edges' members and each pair once, never a document's signature or text, nor an edge
+    twice (every band of two near copies finds them)."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.parent: dict[str, str] = {}
+        self.pairs: dict[tuple[str, str], float] = {}
+        self.closest: dict[str, tuple[float, str]] = {}  # each member's most similar neighbour, ties to the smallest id
+
+    def add(self, edge: Edge) -> None:
+        a, b, score = edge
+        for member in (a, b):
+            if member.id not in self.members:
+                self.members[member.id], self.parent[member.id] = member, member.id
+        self.pairs[min(a.id, b.id), max(a.id, b.id)] = score
+        for one, other in ((a, b), (b, a)):
+            best = self.closest.get(one.id)
+            if best is None or score > best[0] or score == best[0] and other.id < best[1]:
+                self.closest[one.id] = (score, other.id)
+        ra, rb = self._root(a.id), self._root(b.id)
+        if ra != rb:
+            low, high = sorted((ra, rb), key=lambda node: self.members[node].rank)
+            self.parent[high] = low
+
+    def merge(self, other: Clusters) -> None:
+        """Take in every edge `other` was given."""
+        for (a, b), score in other.pairs.items():
+            self.add(Edge(other.members[a], other.members[b], score))
+
+    def duplicates(self) -> Iterator[Duplicate]:
+        """Each member of a cluster but its kept copy (the root: the best by rank), by id."""
+        for node, member in sorted(self.members.items()):
+            kept = self.members[self._root(node)]
+            if kept.id == node:
+                continue
+            if member.digest == kept.digest:
+                yield Duplicate(member, kept, DUPLICATE_TEXT, 1.0, kept.id)
+            elif (score := self.pairs.get((min(node, kept.id), max(node, kept.id)))) is not None:
+                yield Duplicate(member, kept, NEAR_DUPLICATE, score, kept.id)
+            else:
+                yield Duplicate(member, kept, NEAR_DUPLICATE, *self.closest[node])
+
+    def _root(self, node: str) -> str:
+        parent = self.parent
         while parent[node] != node:
             parent[node] = parent[parent[node]]
             node = parent[node]
         return node
-
-    for a, b, score in edges:
-        for member in (a, b):
-            if member.id not in members:
-                members[member.id], parent[member.id] = member, member.id
-        pairs[min(a.id, b.id), max(a.id, b.id)] = score
-        for one, other in ((a, b), (b, a)):
-            best = closest.get(one.id)
-            if best is None or score > best[0] or score == best[0] and other.id < best[1]:
-                closest[one.id] = (score, other.id)
-        ra, rb = root(a.id), root(b.id)
-        if ra != rb:
-            low, high = sorted((ra, rb), key=lambda node: members[node].rank)
-            parent[high] = low
-    for node, member in sorted(members.items()):
-        kept = members[root(node)]
-        if kept.id == node:
-            continue
-        if member.digest == kept.digest:
-            yield Duplicate(member, kept, DUPLICATE_TEXT, 1.0, kept.id)
-        elif (score := pairs.get((min(node, kept.id), max(node, kept.id)))) is not None:
-            yield Duplicate(member, kept, NEAR_DUPLICATE, score, kept.id)
-        else:
-            yield Duplicate(member, kept, NEAR_DUPLICATE, *closest[node])

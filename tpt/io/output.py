@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -101,7 +101,7 @@ def value_counts(column: pa.ChunkedArray) -> Counter:
 
 def read_rejects(layout: OutputLayout) -> list[dict]:
     """Every row of OUT/rejects/ (summary.json counts them with `RejectCounts`, which never holds them)."""
-    return [row for name in layout.glob(layout.reject_files) for row in _reject_rows(layout, name)]
+    return [row for name in layout.glob(layout.reject_files) for row in layout.json_lines(name)]
 
 
 @dataclass
@@ -117,7 +117,7 @@ class RejectCounts:
         """Every reject file counted, several at once (object stores answer each read slowly, not many slowly)."""
         counts = cls()
         with ThreadPoolExecutor(READERS) as pool:
-            for part in pool.map(lambda name: cls.of_rows(_reject_rows(layout, name)), layout.glob(layout.reject_files)):
+            for part in pool.map(lambda name: cls.of_rows(layout.json_lines(name)), layout.glob(layout.reject_files)):
                 counts.reasons.update(part.reasons)
                 for stage, kept in part.copies.items():
                     counts.copies[stage].update(kept)
@@ -143,10 +143,6 @@ class RejectCounts:
                 counts[stage][reason] += count
         return {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(counts.items())}
 
-
-def _reject_rows(layout: OutputLayout, name: str) -> Iterator[dict]:
-    with layout.fs.open(layout.path(name), "rb") as lines:
-        yield from map(json.loads, lines)
 
 
 def merge_manifest(layout: OutputLayout) -> pa.Table:

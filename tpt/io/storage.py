@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -119,6 +120,11 @@ class Folder:
 
     def read_json(self, name: str):
         return json.loads(self.read_text(name))
+
+    def json_lines(self, name: str) -> Iterator[Any]:
+        """Each line of JSON-lines file `name`, parsed, read a buffer at a time: a file of any size in little memory."""
+        with self.fs.open(self.path(name), "rb") as lines:
+            yield from map(json.loads, lines)
 
     def read_many(self, names: list[str]) -> list[bytes]:
         """The contents of `names`, in order; fetched concurrently where the filesystem can (gcsfs, s3fs),
