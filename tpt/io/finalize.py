@@ -146,4 +146,3 @@ def _count_true(table: pa.Table, column: str) -> int:
 
 def _token_sums(table: pa.Table) -> dict[str, int]:
     return {name: int(pc.sum(table.column(name)).as_py() or 0) for name in TOKEN_COLUMNS}
-

@@ -45,7 +45,7 @@ class OutputLayout(Folder):
 
     mds = "mds"
     rejects = "rejects"
-    reject_files = "rejects/*/*.jsonl"
+    reject_files = f"{rejects}/*/*.jsonl"
     manifest_parts = ".manifest-parts"
     manifest_merged = ".manifest-merged"  # marks a merge whose parts are not all removed yet
     manifest = "manifest.parquet"
@@ -114,7 +114,7 @@ class RejectCounts:
 
     @classmethod
     def read(cls, layout: OutputLayout) -> RejectCounts:
-        """Every reject file counted, several at once (object stores answer each read slowly, not many slowly)."""
+        """Every reject file counted, several at once: an object store is slow to answer each read, not many."""
         counts = cls()
         with ThreadPoolExecutor(READERS) as pool:
             for part in pool.map(lambda name: cls.of_rows(layout.json_lines(name)), layout.glob(layout.reject_files)):
@@ -142,7 +142,6 @@ class RejectCounts:
             if source in (None, of):
                 counts[stage][reason] += count
         return {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(counts.items())}
-
 
 
 def merge_manifest(layout: OutputLayout) -> pa.Table:
