@@ -1,6 +1,6 @@
 """Deduplication: signature speed against datatrove's own, and what it finds on a corpus with planted duplicates.
 
-    python -m benchmarks.bench_dedup [--documents 400] [--originals 300] [--rounds 3]
+    python -m benchmarks.bench_dedup [--documents 400] [--originals 300] [--rounds 3] [--bucket 5000]
 
 Signatures: documents/s per core of tpt's `Deduplication.sign` (digest,
 MinHash signature, LSH band keys) on ~2k-token documents of the demo's real
@@ -9,6 +9,12 @@ text, against datatrove's `MinhashDedupSignature` (`get_shingles` +
 the same process, timed by CPU time, fastest of a few alternating rounds.
 datatrove's English word tokenizer needs spaCy, which tpt does not install,
 so datatrove is given a whitespace word tokenizer, the words tpt's shingles use.
+
+One large bucket: `--bucket` near copies of one text in one band's bucket, as
+a corpus with a cluster of millions of near copies fills one: the edges tpt's
+`near_edges` gives and the seconds they take with their union-find, against
+the bare way, every verified pair, timed once (their ratio is not a matter of
+noise).
 
 Quality: real demo texts with planted duplicates (tests/corpora.py
 `plant_duplicates`: exact copies in a heavier source, near copies with 0.2-4%
@@ -34,11 +40,14 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.bench_cpu_stages import fastest
 from tests.corpora import PLANTED_WEIGHTS, jaccard, plant_duplicates, write_corpus
 from tests.simulator import SimulatedServer
-from tpt.config import DedupConfig, GenerateConfig, PipelineConfig, SourceConfig
-from tpt.dedup import Deduplication
+from tpt.config import DedupConfig, GenerateConfig, MinHashConfig, PipelineConfig, SourceConfig
+from tpt.dedup import Deduplication, Edge, Member, decide
+from tpt.dedup.clusters import PAIRWISE, near_edges
 from tpt.io.output import OutputLayout, read_rejects
 from tpt.run import execute
 from tpt.schema import Record
@@ -87,6 +96,37 @@ def signature_rates(documents: int, rounds: int) -> dict[str, float]:
     return {name: documents / took for name, took in seconds.items()}
 
 
+def large_bucket(copies: int) -> dict[str, tuple[int, float, int]]:
+    """One band's bucket of `copies` near copies of one text (up to a tenth of their values changed), as a corpus
+    with a cluster of millions has: tpt's `near_edges` and union-find against the bare way, every verified pair
+    (each copy against those before it, up to PAIRWISE) joined by the same union-find. (edges, seconds, duplicates)"""
+    rng = np.random.default_rng(0)
+    text = rng.integers(0, 2**32, size=MinHashConfig().permutations, dtype=np.uint32)
+    entries = []
+    for k in range(copies):
+        signature = text.copy()
+        changed = rng.choice(text.size, size=rng.integers(0, text.size // 10), replace=False)
+        signature[changed] = rng.integers(0, 2**32, size=changed.size, dtype=np.uint32)
+        entries.append((Member(f"copy-{k:07d}", "web", 1.0, str(k)), signature.tobytes()))
+    threshold, sides = MinHashConfig().jaccard_threshold, {}
+    for name, edges_of in (("tpt", lambda: near_edges(entries, threshold, one_per_digest=True)),
+                           ("bare, every verified pair", lambda: every_verified_pair(entries, threshold))):
+        started = time.perf_counter()
+        edges = edges_of()
+        duplicates = sum(1 for _ in decide(edges))
+        sides[name] = (len(edges), time.perf_counter() - started, duplicates)
+    return sides
+
+
+def every_verified_pair(entries: list[tuple[Member, bytes]], threshold: float) -> list[Edge]:
+    signatures = np.stack([np.frombuffer(signature, np.uint32) for _, signature in entries])
+    edges = []
+    for i in range(1, len(entries)):
+        similarities = (signatures[:min(i, PAIRWISE)] == signatures[i]).mean(axis=1)
+        edges += [Edge(entries[j][0], entries[i][0], float(similarities[j])) for j in np.flatnonzero(similarities >= threshold)]
+    return edges
+
+
 def quality(originals: int, folder: Path) -> dict:
     planted = plant_duplicates(originals)
     paths = planted.write(folder)
@@ -129,6 +169,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=400, help="~2k-token documents signed")
     parser.add_argument("--originals", type=int, default=300, help="original documents of the planted corpus")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bucket", type=int, default=5000, help="near copies of one text in one bucket")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(level=logging.ERROR)  # the engines' own notices: keep the output to the figures
@@ -137,6 +178,12 @@ def main() -> None:
     print(f"  tpt (digest + MinHash + bands)      {rates['tpt']:8.1f}")
     print(f"  datatrove MinhashDedupSignature     {rates['datatrove']:8.1f}")
     print(f"  ratio tpt / datatrove               {rates['tpt'] / rates['datatrove']:8.2f}  (target >= 1.0)")
+    bucket = large_bucket(args.bucket)
+    print(f"one bucket of {args.bucket:,} near copies of a text: edges, seconds to find them and join them by union-find:")
+    for name, (edges, seconds, duplicates) in bucket.items():
+        print(f"  {name:<34}{edges:12,} edges{seconds:8.2f} s  ({duplicates:,} duplicates)")
+    (ours, ours_s, _), (bare, bare_s, _) = bucket.values()
+    print(f"  ratio tpt / bare                  {ours / bare:12.4f}      {ours_s / bare_s:8.3f}")
     with tempfile.TemporaryDirectory() as tmp:
         found = quality(args.originals, Path(tmp))
     print(f"quality, planted corpus from {args.originals} real documents (targets: near found >= 0.95, "

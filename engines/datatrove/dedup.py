@@ -111,7 +111,7 @@ class Cluster(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         shuffle = Folder(self.shuffle)
         edges = (Edge(_read_member(a), _read_member(b), similarity)
-                 for name in shuffle.glob(f"{EDGES}/part-*.jsonl") for a, b, similarity in shuffle.json_lines(name))
+                 for a, b, similarity in map(json.loads, lines_for(shuffle, f"{EDGES}/part-*.jsonl")))
         parts: defaultdict[int, list[str]] = defaultdict(list)
         for duplicate in decide(edges):
             line = json.dumps([_member(duplicate.member), _member(duplicate.kept), *duplicate[2:]]) + "\n"
