@@ -11,8 +11,9 @@ entries to the file of the bucket task that owns the bucket,
 shuffle/buckets/part-BBBBB/prepare-RRRRR.jsonl: one line per document and
 bucket task, its buckets there, its member and its signature said once. A bucket task writes its
 verified edges, shuffle/edges/part-BBBBB.jsonl; the one clusters task reads
-them all (the only thing gathered in one place) and writes, for each stage
-task, the duplicates among its ids: shuffle/duplicates/part-RRRRR.jsonl.
+them all, a line at a time (the only thing gathered in one place), and writes,
+as it decides them, the duplicates among each stage task's ids:
+shuffle/duplicates/part-RRRRR.jsonl (none for a task without any).
 A stage task reads its spill back and applies them. With `reuse` and a think
 stage, the stage task of a kept record also reads its copies from the other
 tasks' spills, by their place there, so each cluster is thought once, in one
@@ -112,17 +113,15 @@ class Cluster(PipelineStep):
         shuffle = Folder(self.shuffle)
         edges = (Edge(_read_member(a), _read_member(b), similarity)
                  for a, b, similarity in map(json.loads, lines_for(shuffle, f"{EDGES}/part-*.jsonl")))
-        parts: defaultdict[int, list[str]] = defaultdict(list)
-        for duplicate in decide(edges):
-            line = json.dumps([_member(duplicate.member), _member(duplicate.kept), *duplicate[2:]]) + "\n"
-            owner, keeper = part_of(duplicate.member.id, self.tasks), part_of(duplicate.kept.id, self.tasks)
-            parts[owner].append(line)
-            if self.dedup.attach_copies and keeper != owner:  # the kept record's task reads the copy too
-                parts[keeper].append(line)
-            self.stat_update(duplicate.kind)
-        with writing(shuffle.url_of(f"{DUPLICATES}/*.jsonl")):
-            for part in range(self.tasks):
-                shuffle.write_text(f"{DUPLICATES}/{part_name(part)}.jsonl", "".join(parts[part]))
+        with (writing(shuffle.url_of(f"{DUPLICATES}/*.jsonl")),
+              PartFiles(shuffle, lambda part: f"{DUPLICATES}/{part}.jsonl") as files):
+            for duplicate in decide(edges):
+                line = json.dumps([_member(duplicate.member), _member(duplicate.kept), *duplicate[2:]]) + "\n"
+                owner, keeper = part_of(duplicate.member.id, self.tasks), part_of(duplicate.kept.id, self.tasks)
+                files.write(owner, line)
+                if self.dedup.attach_copies and keeper != owner:  # the kept record's task reads the copy too
+                    files.write(keeper, line)
+                self.stat_update(duplicate.kind)
 
 
 class ApplyDedup(PipelineStep):
@@ -139,7 +138,7 @@ class ApplyDedup(PipelineStep):
         shuffle, spill = Folder(self.shuffle), _spill(self.shuffle)
         mine: dict[str, Duplicate] = {}
         copies: defaultdict[str, list[Duplicate]] = defaultdict(list)
-        for line in shuffle.read_text(f"{DUPLICATES}/{part_name(rank)}.jsonl").splitlines():
+        for line in lines_for(shuffle, f"{DUPLICATES}/{part_name(rank)}.jsonl"):  # none: a task without duplicates
             duplicate = _read_duplicate(line)
             if part_of(duplicate.member.id, world_size) == rank:
                 mine[duplicate.member.id] = duplicate
