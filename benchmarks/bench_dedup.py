@@ -119,6 +119,7 @@ def large_bucket(copies: int) -> dict[str, tuple[int, float, int]]:
 
 
 def every_verified_pair(entries: list[tuple[Member, bytes]], threshold: float) -> list[Edge]:
+    """The bare way: an edge for each copy and each one before it (up to PAIRWISE) that it is like."""
     signatures = np.stack([np.frombuffer(signature, np.uint32) for _, signature in entries])
     edges = []
     for i in range(1, len(entries)):

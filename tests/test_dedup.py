@@ -121,10 +121,11 @@ def test_clusters_merged_from_several_places_decide_as_one_union_find_of_every_e
     whole = list(decide(edges))
     for split in (2, 5, 7):
         for parts in ([edges[:split], edges[split:]], [edges[split:], edges[:split]]):
-            merged, *others = (Clusters() for _ in parts)
-            for clusters, part in zip([merged, *others], parts):
+            partial = [Clusters() for _ in parts]
+            for clusters, part in zip(partial, parts):
                 for edge in part:
                     clusters.add(edge)
+            merged, *others = partial
             for clusters in others:
                 merged.merge(clusters)
             assert list(merged.duplicates()) == whole
@@ -158,9 +159,9 @@ def test_a_bucket_gives_the_clusters_of_every_verified_pair_with_as_few_edges_as
         changed = rng.choice(112, size=rng.integers(0, 45), replace=False)
         signature[changed] = rng.integers(0, 2**32, size=changed.size, dtype=np.uint32)
         entries.append((member(f"d{k:03d}", "web", 1.0), signature.tobytes()))
-    alike = lambda one, other: np.count_nonzero(np.frombuffer(one, np.uint32) == np.frombuffer(other, np.uint32)) / 112  # noqa: E731
-    every_pair = [Edge(a, b, similarity) for (a, one), (b, other) in itertools.combinations(entries, 2)
-                  if (similarity := alike(one, other)) >= 0.8]
+    values = {entry[0].id: np.frombuffer(entry[1], np.uint32) for entry in entries}
+    every_pair = [Edge(a, b, similarity) for (a, _), (b, _) in itertools.combinations(entries, 2)
+                  if (similarity := np.count_nonzero(values[a.id] == values[b.id]) / 112) >= 0.8]
     edges = near_edges(entries, 0.8, one_per_digest=True)
     assert clusters_of(decide(edges)) == clusters_of(decide(every_pair))
     linked = {frozenset((edge.a.id, edge.b.id)) for edge in every_pair}
