@@ -32,7 +32,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from tpt.dedup import EXACT, Deduplication, Duplicate, Edge, Member, decide
 from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
-from tpt.engines.datatrove.shuffle import PartFiles, lines_for
+from tpt.engines.datatrove.shuffle import PartFiles, rows_for
 from tpt.io.jsonlines import JsonLinesStore, Location
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
@@ -87,8 +87,7 @@ class VerifyBuckets(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         shuffle, buckets = Folder(self.shuffle), defaultdict(list)
-        for line in lines_for(shuffle, f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
-            keys, member, signature = json.loads(line)
+        for keys, member, signature in rows_for(shuffle, f"{BUCKETS}/{part_name(rank)}/prepare-*.jsonl"):
             member, signature = _read_member(member), _read_signature(signature)
             for bucket in keys:
                 buckets[bucket].append((member, signature if not bucket.startswith(EXACT) else None))
@@ -112,7 +111,7 @@ class Cluster(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> None:
         shuffle = Folder(self.shuffle)
         edges = (Edge(_read_member(a), _read_member(b), similarity)
-                 for a, b, similarity in map(json.loads, lines_for(shuffle, f"{EDGES}/part-*.jsonl")))
+                 for a, b, similarity in rows_for(shuffle, f"{EDGES}/part-*.jsonl"))
         with (writing(shuffle.url_of(f"{DUPLICATES}/*.jsonl")),
               PartFiles(shuffle, lambda part: f"{DUPLICATES}/{part}.jsonl") as files):
             for duplicate in decide(edges):
@@ -138,8 +137,8 @@ class ApplyDedup(PipelineStep):
         shuffle, spill = Folder(self.shuffle), _spill(self.shuffle)
         mine: dict[str, Duplicate] = {}
         copies: defaultdict[str, list[Duplicate]] = defaultdict(list)
-        for line in lines_for(shuffle, f"{DUPLICATES}/{part_name(rank)}.jsonl"):  # none: a task without duplicates
-            duplicate = _read_duplicate(line)
+        for fields in rows_for(shuffle, f"{DUPLICATES}/{part_name(rank)}.jsonl"):  # none: a task without duplicates
+            duplicate = _read_duplicate(fields)
             if part_of(duplicate.member.id, world_size) == rank:
                 mine[duplicate.member.id] = duplicate
             if self.dedup.attach_copies and part_of(duplicate.kept.id, world_size) == rank:
@@ -187,6 +186,6 @@ def _read_signature(text: str | None) -> bytes | None:
     return base64.b64decode(text) if text is not None else None
 
 
-def _read_duplicate(line: str) -> Duplicate:
-    member, kept, *rest = json.loads(line)
+def _read_duplicate(fields: list) -> Duplicate:
+    member, kept, *rest = fields
     return Duplicate(_read_member(member), _read_member(kept), *rest)

@@ -41,7 +41,3 @@ def dumps(document: Document) -> str:
     ASCII escapes keep any string, even a lone surrogate in a reject's excerpt, writable and exact.
     """
     return json.dumps({"text": document.text, "id": document.id, "metadata": document.metadata})
-
-
-def loads(line: str) -> Document:
-    return Document(**json.loads(line))

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import TextIO
+from typing import Any, TextIO
 
+from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from tpt.dedup.ids import keep_one
-from tpt.engines.datatrove.documents import dumps, from_document, is_reject, loads, to_document
+from tpt.engines.datatrove.documents import dumps, from_document, is_reject, to_document
 from tpt.io.output import part_name, part_of
 from tpt.io.storage import Folder
 from tpt.run.failures import writing
@@ -43,11 +44,10 @@ class PartFiles(ExitStack):
         self.streams[part].write(line)
 
 
-def lines_for(shuffle: Folder, pattern: str) -> Iterator[str]:
-    """Every line the other tasks wrote to the files matching `pattern`."""
+def rows_for(shuffle: Folder, pattern: str) -> Iterator[Any]:
+    """Every JSON line the other tasks wrote to the files matching `pattern`, parsed, a line at a time."""
     for name in shuffle.glob(pattern):
-        with shuffle.fs.open(shuffle.path(name), "r", encoding="utf-8") as stream:
-            yield from stream
+        yield from shuffle.json_lines(name)
 
 
 class ScatterById(PipelineStep):
@@ -81,8 +81,8 @@ class GatherById(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         by_id, shuffle = defaultdict(list), Folder(self.folder)
-        for line in lines_for(shuffle, f"{part_name(rank)}/read-*.jsonl"):
-            document = loads(line)
+        for row in rows_for(shuffle, f"{part_name(rank)}/read-*.jsonl"):
+            document = Document(**row)
             if is_reject(document):
                 yield document
             else:
