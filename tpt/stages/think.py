@@ -258,5 +258,5 @@ def _samples_asked(layout: OutputLayout, rejects: RejectCounts) -> tuple[int, in
         reused = pc.sum(pc.and_(thought, copy)).as_py() or 0
         asked = (pc.sum(thought).as_py() or 0) - reused
     copies = sum(rejects.copies[STAGE].values())  # set aside with their kept document's thinking
-    set_aside = sum(count for (_, stage, _), count in rejects.reasons.items() if stage == STAGE)
+    set_aside = sum(rejects.by_stage().get(STAGE, {}).values())
     return asked + set_aside - copies, reused + copies
